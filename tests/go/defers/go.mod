@@ -1,0 +1,3 @@
+module deferscope.test/defers
+
+go 1.19

@@ -1,0 +1,317 @@
+//! Helpers for deferscope's end-to-end tests: build the Go programs under
+//! `tests/go/` with every toolchain of the matrix, run them, attach the real
+//! `deferscope` binary, and compare its snapshots with what the Go program
+//! reports about itself.
+//!
+//! `cargo xtask test` sets the environment:
+//! - `DEFERSCOPE_BIN`: the deferscope binary;
+//! - `DEFERSCOPE_GO_TOOLCHAINS`: `go1.19.8=/path/to/go,go1.21.13=...`;
+//! - `DEFERSCOPE_GO_CACHE`: a GOCACHE shared by the builds.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde_json::Value;
+
+/// How long any single expectation may take before the test fails. Generous:
+/// probes cost ~10 µs a hit in these VMs and CI machines are slow.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// True when running as root; otherwise prints a visible skip line.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!("SKIPPED (needs root): {test}");
+    println!("SKIPPED (needs root): {test}");
+    false
+}
+
+#[derive(Clone, Debug)]
+pub struct Toolchain {
+    /// `go1.24.11`
+    pub full: String,
+    pub go: PathBuf,
+}
+
+impl Toolchain {
+    /// Minor version: 24 for go1.24.11.
+    pub fn minor(&self) -> u32 {
+        self.full.trim_start_matches("go1.").split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// The Go toolchains of the matrix, from `DEFERSCOPE_GO_TOOLCHAINS`.
+pub fn toolchains() -> anyhow::Result<Vec<Toolchain>> {
+    let spec = std::env::var("DEFERSCOPE_GO_TOOLCHAINS")
+        .context("DEFERSCOPE_GO_TOOLCHAINS is not set: run the tests with `cargo xtask test`")?;
+    let mut out = Vec::new();
+    for entry in spec.split(',').filter(|e| !e.is_empty()) {
+        let (full, go) = entry.split_once('=').ok_or_else(|| anyhow!("bad toolchain entry {entry:?}"))?;
+        out.push(Toolchain { full: full.to_owned(), go: PathBuf::from(go) });
+    }
+    if out.is_empty() {
+        bail!("DEFERSCOPE_GO_TOOLCHAINS lists no toolchain");
+    }
+    Ok(out)
+}
+
+pub fn deferscope_bin() -> anyhow::Result<PathBuf> {
+    let bin = std::env::var_os("DEFERSCOPE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/deferscope"));
+    if !bin.is_file() {
+        bail!("{} does not exist: run the tests with `cargo xtask test`", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Builds the Go program in `tests/go/<name>` with `toolchain`, returning the
+/// binary path. `extra` goes to `go build` (e.g. `-buildmode=pie`).
+pub fn build_go(name: &str, toolchain: &Toolchain, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    let src = root.join("tests/go").join(name);
+    let tag = if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '=', ' ', '/'], "")) };
+    let out_dir = root.join("target/integration-go").join(format!("{}{tag}", toolchain.full));
+    std::fs::create_dir_all(&out_dir)?;
+    let out = out_dir.join(name);
+    let cache = std::env::var_os("DEFERSCOPE_GO_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/gocache"));
+    let status = Command::new(&toolchain.go)
+        .current_dir(&src)
+        .args(["build", "-o"])
+        .arg(&out)
+        .args(extra)
+        .arg(".")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache)
+        .env("GOPATH", root.join("target/gopath"))
+        .env("CGO_ENABLED", "0")
+        .status()
+        .with_context(|| format!("running {}", toolchain.go.display()))?;
+    if !status.success() {
+        bail!("building tests/go/{name} with {} failed: {status}", toolchain.full);
+    }
+    Ok(out)
+}
+
+/// Line number of the line of `tests/go/<name>/main.go` holding `marker`
+/// (e.g. `SITE:heap`): the ground truth for reported source lines.
+pub fn marker_line(name: &str, marker: &str) -> u32 {
+    let path = workspace_root().join("tests/go").join(name).join("main.go");
+    let text = std::fs::read_to_string(&path).expect("read Go source");
+    let needle = format!("// {marker}");
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_end().ends_with(&needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 1, "marker {marker} must appear exactly once in {}", path.display());
+    lines[0] as u32
+}
+
+/// Lines of a child's stdout, read on a thread so waits can time out.
+fn line_reader(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A running Go test program that reports JSON lines.
+pub struct GoProgram {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub pid: u32,
+}
+
+impl GoProgram {
+    pub fn start(binary: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdin = child.stdin.take();
+        let lines = line_reader(child.stdout.take().context("stdout")?);
+        let pid = child.id();
+        Ok(Self { child, stdin, lines, pid })
+    }
+
+    /// Waits for the program's next report and checks its `event` name.
+    pub fn expect(&mut self, event: &str) -> anyhow::Result<Value> {
+        let line = match self.lines.recv_timeout(STEP_TIMEOUT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => bail!("the Go program did not report {event:?} within {STEP_TIMEOUT:?}"),
+            Err(RecvTimeoutError::Disconnected) => bail!("the Go program exited before reporting {event:?}"),
+        };
+        let value: Value = serde_json::from_str(&line).with_context(|| format!("Go program printed {line:?}"))?;
+        if value["event"] != event {
+            bail!("expected event {event:?} from the Go program, got {line}");
+        }
+        Ok(value)
+    }
+
+    /// Sends a command and waits for its report.
+    pub fn command(&mut self, cmd: &str, event: &str) -> anyhow::Result<Value> {
+        let stdin = self.stdin.as_mut().context("stdin closed")?;
+        writeln!(stdin, "{cmd}")?;
+        stdin.flush()?;
+        self.expect(event)
+    }
+
+    pub fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.stdin.take();
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for GoProgram {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// deferscope attached with `--json`, its snapshots parsed as they arrive.
+pub struct Tracer {
+    child: Child,
+    lines: Receiver<String>,
+    pub last: Option<Value>,
+    stderr: Receiver<String>,
+}
+
+impl Tracer {
+    pub fn attach(pid: u32, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(deferscope_bin()?)
+            .args(["--pid", &pid.to_string(), "--json", "--interval", "200ms"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting deferscope")?;
+        let lines = line_reader(child.stdout.take().context("stdout")?);
+        let stderr = line_reader(child.stderr.take().context("stderr")?);
+        Ok(Self { child, lines, last: None, stderr })
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Reads snapshots until `check` accepts one (returns it) or the step
+    /// times out (error naming `what` and showing the last snapshot's
+    /// relevant part via `check`'s own error text).
+    pub fn wait_for(&mut self, what: &str, mut check: impl FnMut(&Value) -> Result<(), String>) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut last_error = String::from("no snapshot received");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let snapshot: Value =
+                        serde_json::from_str(&line).with_context(|| format!("deferscope printed {line:?}"))?;
+                    let verdict = check(&snapshot);
+                    self.last = Some(snapshot.clone());
+                    match verdict {
+                        Ok(()) => return Ok(snapshot),
+                        Err(e) => last_error = e,
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => bail!("{what}: not seen within {STEP_TIMEOUT:?}; last: {last_error}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait()?;
+                    bail!("{what}: deferscope exited ({status}) first; last: {last_error}; stderr: {}", self.stderr_text())
+                }
+            }
+        }
+    }
+
+    /// Waits for deferscope to exit on its own; returns its status and the
+    /// snapshots it printed last.
+    pub fn wait_exit(&mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<Value>)> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut rest = Vec::new();
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => rest.push(serde_json::from_str(&line)?),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => bail!("deferscope did not exit within {STEP_TIMEOUT:?}"),
+            }
+        }
+        Ok((self.child.wait()?, rest))
+    }
+
+    pub fn interrupt(&mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<Value>)> {
+        // SAFETY: kill on our own child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.wait_exit()
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The snapshot's entry for goroutine `goid`.
+pub fn goroutine(snapshot: &Value, goid: u64) -> Option<&Value> {
+    snapshot["goroutines"].as_array()?.iter().find(|g| g["goid"] == goid)
+}
+
+/// Checks that goroutine `goid` has exactly `depth` defer records.
+pub fn expect_depth(snapshot: &Value, goid: u64, depth: u64) -> Result<(), String> {
+    match goroutine(snapshot, goid) {
+        None => Err(format!("goroutine {goid} missing")),
+        Some(g) if g["defer_depth"] == depth => Ok(()),
+        Some(g) => Err(format!("goroutine {goid} has depth {} (want {depth}): {g}", g["defer_depth"])),
+    }
+}
+
+/// The `defer_sites` entry for a source line of a test program.
+pub fn site(snapshot: &Value, line: u32) -> Option<&Value> {
+    snapshot["defer_sites"].as_array()?.iter().find(|s| s["line"] == line && s["file"].as_str().is_some_and(|f| f.ends_with("main.go")))
+}
+
+/// Runs `body` for every toolchain; reports every failing version, not just
+/// the first, and fails if any did.
+pub fn for_each_toolchain(test: &str, mut body: impl FnMut(&Toolchain) -> anyhow::Result<()>) {
+    let toolchains = toolchains().expect("toolchains");
+    let mut failures = Vec::new();
+    for tc in &toolchains {
+        eprintln!("== {test} with {}", tc.full);
+        match body(tc) {
+            Ok(()) => eprintln!("   {}: ok", tc.full),
+            Err(e) => {
+                eprintln!("   {}: FAILED: {e:#}", tc.full);
+                failures.push(format!("{}: {e:#}", tc.full));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{test} failed for {} of {} Go versions:\n{}", failures.len(), toolchains.len(), failures.join("\n"));
+}

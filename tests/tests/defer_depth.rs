@@ -1,0 +1,143 @@
+//! Exact defer-chain depths, end to end: a real Go program per toolchain of
+//! the matrix, the real deferscope binary, and the program's own report of
+//! its goroutine IDs and depths as ground truth.
+use deferscope_integration::*;
+use serde_json::Value;
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn check_site(snapshot: &Value, line: u32, pushed: u64, live: u64) -> Result<(), String> {
+    match site(snapshot, line) {
+        None => Err(format!("no defer site at main.go:{line}")),
+        Some(s) if s["pushed"] == pushed && s["live"] == live => Ok(()),
+        Some(s) => Err(format!("site main.go:{line} is {s}, want pushed {pushed} live {live}")),
+    }
+}
+
+fn check_top_site(snapshot: &Value, goid: u64, line: u32, function: &str) -> Result<(), String> {
+    let g = goroutine(snapshot, goid).ok_or(format!("goroutine {goid} missing"))?;
+    let top = &g["top_defer_site"];
+    if top["line"] == line && top["function"] == function && top["file"].as_str().is_some_and(|f| f.ends_with("tests/go/defers/main.go")) {
+        Ok(())
+    } else {
+        Err(format!("goroutine {goid} top_defer_site is {top}, want {function} main.go:{line}"))
+    }
+}
+
+#[test]
+fn defer_depths_are_exact_for_every_go_version() {
+    if !require_root("defer_depths_are_exact_for_every_go_version") {
+        return;
+    }
+    let heap_line = marker_line("defers", "SITE:heap");
+    let heap_more_line = marker_line("defers", "SITE:heap-more");
+    let stack_top_line = marker_line("defers", "SITE:stack-top");
+    let panic_outer_line = marker_line("defers", "SITE:panic-outer");
+    let exit_line = marker_line("defers", "SITE:exit");
+
+    for_each_toolchain("defer depths", |tc| {
+        let binary = build_go("defers", tc, &[])?;
+        let mut program = GoProgram::start(&binary)?;
+        let ready = program.expect("ready")?;
+        let heap = as_u64(&ready["heap_goid"]);
+        let stack = as_u64(&ready["stack_goid"]);
+        let (heap_depth, stack_depth) = (as_u64(&ready["heap_depth"]), as_u64(&ready["stack_depth"]));
+        let num_goroutine = as_u64(&ready["num_goroutine"]);
+        assert_eq!(ready["go"], tc.full, "the program runs the toolchain under test");
+
+        // Chains built before attach are read from memory, exactly.
+        let mut tracer = Tracer::attach(program.pid, &[])?;
+        let first = tracer.wait_for("chains built before attach", |s| {
+            expect_depth(s, heap, heap_depth)?;
+            expect_depth(s, stack, stack_depth)?;
+            check_top_site(s, heap, heap_line, "main.heapWorker")?;
+            check_top_site(s, stack, stack_top_line, "main.stackRec")?;
+            if s["totals"]["goroutines_live"] != num_goroutine {
+                return Err(format!("goroutines_live {} != runtime.NumGoroutine() {num_goroutine}", s["totals"]["goroutines_live"]));
+            }
+            Ok(())
+        })?;
+        assert_eq!(first["pid"], program.pid);
+        assert_eq!(first["go_version"], tc.full);
+        let probes: Vec<&str> = first["probes"].as_array().expect("probes").iter().filter_map(Value::as_str).collect();
+        let pop = if tc.minor() >= 23 { "runtime.popDefer" } else { "runtime.freedefer" };
+        for expected in ["runtime.deferproc", "runtime.deferprocStack", pop, "runtime.goexit1"] {
+            assert!(probes.contains(&expected), "{expected} not in probes {probes:?}");
+        }
+
+        // Pushes while traced: 1000 more heap records on the same goroutine.
+        let more = program.command("more 1000", "more")?;
+        let heap_now = as_u64(&more["heap_depth"]);
+        assert_eq!(heap_now, heap_depth + 1000);
+        tracer.wait_for("pushes during the trace", |s| {
+            expect_depth(s, heap, heap_now)?;
+            check_top_site(s, heap, heap_more_line, "main.heapWorker")?;
+            check_site(s, heap_more_line, 1000, 1000)?;
+            // Records found in memory are live but were not pushed while traced.
+            check_site(s, heap_line, 0, heap_depth)
+        })?;
+
+        // A panic recovered midway up a chain: the middle and inner frames'
+        // records are popped, the outer frame's stay.
+        let panicked = program.command("panic", "panic")?;
+        let (pgoid, pdepth) = (as_u64(&panicked["goid"]), as_u64(&panicked["depth"]));
+        tracer.wait_for("a recovered panic", |s| {
+            expect_depth(s, pgoid, pdepth)?;
+            check_top_site(s, pgoid, panic_outer_line, "main.panicOuter")
+        })?;
+
+        // runtime.Goexit with pending defers: seen at its depth, then gone.
+        let goexit = program.command("goexit", "goexit")?;
+        let (xgoid, xdepth) = (as_u64(&goexit["goid"]), as_u64(&goexit["depth"]));
+        tracer.wait_for("goroutine before Goexit", |s| expect_depth(s, xgoid, xdepth))?;
+        program.command("goexit-go", "goexit-go")?;
+        tracer.wait_for("goroutine gone after Goexit", |s| match goroutine(s, xgoid) {
+            None => Ok(()),
+            Some(g) => Err(format!("goroutine {xgoid} still listed: {g}")),
+        })?;
+
+        // Goroutines that return normally.
+        let exits = program.command("exit 20", "exit")?;
+        let goids: Vec<u64> = exits["goids"].as_array().expect("goids").iter().map(as_u64).collect();
+        let edepth = as_u64(&exits["depth"]);
+        let before = tracer.wait_for("20 goroutines with 10 records each", |s| {
+            goids.iter().try_for_each(|&g| expect_depth(s, g, edepth))?;
+            check_site(s, exit_line, 9 * 20, 9 * 20)
+        })?;
+        let exited_before = as_u64(&before["totals"]["goroutines_exited"]);
+        program.command("exit-go", "exit-go")?;
+        tracer.wait_for("the 20 goroutines gone", |s| {
+            if let Some(g) = goids.iter().find(|&&g| goroutine(s, g).is_some()) {
+                return Err(format!("goroutine {g} still listed"));
+            }
+            let exited = as_u64(&s["totals"]["goroutines_exited"]);
+            if exited < exited_before + 20 {
+                return Err(format!("goroutines_exited {exited}, want ≥ {}", exited_before + 20));
+            }
+            check_site(s, exit_line, 9 * 20, 0)
+        })?;
+
+        // The heap worker returns: 4000 pops.
+        program.command("heap-return", "heap-return")?;
+        tracer.wait_for("heap worker gone", |s| {
+            if goroutine(s, heap).is_some() {
+                return Err(format!("goroutine {heap} still listed"));
+            }
+            check_site(s, heap_line, 0, 0)?;
+            check_site(s, heap_more_line, 1000, 0)?;
+            expect_depth(s, stack, stack_depth)
+        })?;
+
+        // The target exiting ends deferscope with status 0 and a last snapshot.
+        program.command("quit", "quit")?;
+        program.wait_exit()?;
+        let (status, rest) = tracer.wait_exit()?;
+        assert!(status.success(), "deferscope exit status {status}");
+        let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
+        assert_eq!(last["target_exited"], true);
+        assert_eq!(last["totals"]["events_lost"], 0);
+        Ok(())
+    });
+}

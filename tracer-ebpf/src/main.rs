@@ -1,0 +1,302 @@
+//! deferscope's uprobes on the Go runtime.
+//!
+//! Every probe is an *entry* probe (never a uretprobe: Go moves goroutine
+//! stacks and a patched return address crashes the target). Userspace attaches
+//! each one after the function's stack-bound check, so `morestack` re-running
+//! the function does not fire it twice.
+//!
+//! The probes only read the target's memory (`bpf_probe_read_user`); they never
+//! write it.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::{PerCpuArray, RingBuf},
+    programs::ProbeContext,
+};
+use tracer_common::{Event, EventKind, ProbeId, PROBE_COUNT, counter, globals::NO_OFFSET};
+
+/// Filled in by userspace before loading (see `tracer_common::globals`).
+#[unsafe(no_mangle)]
+static TARGET_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static GOID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static PARENT_GOID_OFFSET: u64 = NO_OFFSET;
+#[unsafe(no_mangle)]
+static GOPC_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static STARTPC_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static G_DEFER_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static DEFER_FN_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static OPEN_DEFER_OFFSET: u64 = NO_OFFSET;
+
+/// 16 MiB: about 350k events, over a second of the fastest probe rate this
+/// machine can sustain, so a slow userspace tick loses nothing.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Hits per probe (index: `ProbeId`), counted before any filtering so the
+/// tracer's own cost is visible.
+#[map]
+static PROBE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_COUNT, 0);
+
+/// Health counters (index: `tracer_common::counter`).
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn global<T: Copy>(v: &'static T) -> T {
+    // Read through a volatile pointer so the compiler cannot fold the
+    // load-time value (set by userspace) into the constant default.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = map.get_ptr_mut(index) {
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Registers the probes need, per architecture.
+#[cfg(bpf_target_arch = "x86_64")]
+mod regs {
+    use aya_ebpf::programs::ProbeContext;
+
+    /// The current g: R14 in every ABIInternal function.
+    #[inline(always)]
+    pub fn g(ctx: &ProbeContext) -> u64 {
+        unsafe { (*ctx.regs).r14 }
+    }
+    /// The return address (the caller's call site), at entry: `[RSP]`.
+    #[inline(always)]
+    pub fn return_address(ctx: &ProbeContext) -> Option<u64> {
+        let sp = unsafe { (*ctx.regs).rsp };
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user(sp as *const u64) }.ok()
+    }
+    /// First integer argument / first result register.
+    #[inline(always)]
+    pub fn arg0(ctx: &ProbeContext) -> u64 {
+        unsafe { (*ctx.regs).rax }
+    }
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+mod regs {
+    use aya_ebpf::{bindings::user_pt_regs, programs::ProbeContext};
+
+    // On arm64 the uprobe context's pt_regs starts with user_pt_regs.
+    #[inline(always)]
+    fn r(ctx: &ProbeContext) -> &user_pt_regs {
+        unsafe { &*(ctx.regs as *const user_pt_regs) }
+    }
+    /// The current g: R28.
+    #[inline(always)]
+    pub fn g(ctx: &ProbeContext) -> u64 {
+        r(ctx).regs[28]
+    }
+    /// The return address, at entry: the link register (x30).
+    #[inline(always)]
+    pub fn return_address(ctx: &ProbeContext) -> Option<u64> {
+        Some(r(ctx).regs[30])
+    }
+    #[inline(always)]
+    pub fn arg0(ctx: &ProbeContext) -> u64 {
+        r(ctx).regs[0]
+    }
+}
+
+#[inline(always)]
+fn is_target() -> bool {
+    // The perf link is already scoped to the target's mm; this is a second
+    // guard in case a scope is ever widened.
+    (bpf_get_current_pid_tgid() >> 32) as u32 == global(&TARGET_TGID)
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+#[inline(always)]
+fn emit(kind: EventKind, probe: ProbeId, goid: u64, pc: u64, arg: u64, aux: u64) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            slot.write(Event {
+                kind: kind as u32,
+                probe: probe as u32,
+                ktime_ns: unsafe { bpf_ktime_get_ns() },
+                goid,
+                pc,
+                arg,
+                aux,
+                tid: bpf_get_current_pid_tgid() as u32,
+                _pad: 0,
+            });
+            slot.submit(0);
+        }
+        // Never hidden: userspace reports this counter as events_lost.
+        None => bump(&COUNTERS, counter::EVENTS_LOST),
+    }
+}
+
+/// The goid of the goroutine running the probed function (R14/R28 = g).
+#[inline(always)]
+fn current_goid(ctx: &ProbeContext) -> Option<u64> {
+    let g = regs::g(ctx);
+    let goid = read_u64(g.wrapping_add(global(&GOID_OFFSET)));
+    if goid.is_none() {
+        bump(&COUNTERS, counter::READ_ERRORS);
+    }
+    goid
+}
+
+#[inline(always)]
+fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64) -> u32 {
+    bump(&PROBE_HITS, probe as u32);
+    if !is_target() {
+        return 0;
+    }
+    let Some(goid) = current_goid(ctx) else { return 0 };
+    let site = regs::return_address(ctx).unwrap_or(0);
+    emit(EventKind::DeferPush, probe, goid, site, record, 0);
+    0
+}
+
+/// `runtime.deferproc(fn func())`: a heap-allocated record (defer in a loop).
+#[uprobe]
+pub fn deferproc(ctx: ProbeContext) -> u32 {
+    on_push(&ctx, ProbeId::DeferProc, 0)
+}
+
+/// `runtime.deferprocStack(d *_defer)`: a stack-allocated record.
+#[uprobe]
+pub fn deferproc_stack(ctx: ProbeContext) -> u32 {
+    let record = regs::arg0(&ctx);
+    on_push(&ctx, ProbeId::DeferProcStack, record)
+}
+
+/// `runtime.deferprocat(fn, frame)`: a defer inside a range-over-func body.
+#[uprobe]
+pub fn deferprocat(ctx: ProbeContext) -> u32 {
+    on_push(&ctx, ProbeId::DeferProcAt, 0)
+}
+
+/// `runtime.popDefer(gp *g)` (Go 1.23+): pops `gp._defer`.
+#[uprobe]
+pub fn pop_defer(ctx: ProbeContext) -> u32 {
+    bump(&PROBE_HITS, ProbeId::PopDefer as u32);
+    if !is_target() {
+        return 0;
+    }
+    // popDefer's argument is the goroutine; it is always the current one, but
+    // read it from the argument so a future caller on g0 stays correct.
+    let gp = regs::arg0(&ctx);
+    let Some(goid) = read_u64(gp.wrapping_add(global(&GOID_OFFSET))) else {
+        bump(&COUNTERS, counter::READ_ERRORS);
+        return 0;
+    };
+    // The popped record is gp._defer. A range-over-func header (pushed by
+    // deferrangefunc, which is not probed) is the only record without a
+    // function; it holds no deferred call, so it is not part of the depth.
+    let Some(record) = read_u64(gp.wrapping_add(global(&G_DEFER_OFFSET))) else {
+        bump(&COUNTERS, counter::READ_ERRORS);
+        return 0;
+    };
+    match read_u64(record.wrapping_add(global(&DEFER_FN_OFFSET))) {
+        Some(0) => {
+            bump(&COUNTERS, counter::RANGEFUNC_HEADER_SKIPPED);
+            return 0;
+        }
+        Some(_) => {}
+        None => {
+            bump(&COUNTERS, counter::READ_ERRORS);
+            return 0;
+        }
+    }
+    emit(EventKind::DeferPop, ProbeId::PopDefer, goid, 0, record, 0);
+    0
+}
+
+/// `runtime.freedefer(d *_defer)` (Go ≤ 1.22): called once per popped record.
+#[uprobe]
+pub fn freedefer(ctx: ProbeContext) -> u32 {
+    bump(&PROBE_HITS, ProbeId::FreeDefer as u32);
+    if !is_target() {
+        return 0;
+    }
+    let record = regs::arg0(&ctx);
+    let open_defer_offset = global(&OPEN_DEFER_OFFSET);
+    if open_defer_offset != NO_OFFSET {
+        // Go ≤ 1.21 panics and Goexit create and free synthetic records for
+        // open-coded defer frames; they were never pushed by deferproc*.
+        let open = unsafe { bpf_probe_read_user((record + open_defer_offset) as *const u8) };
+        match open {
+            Ok(0) => {}
+            Ok(_) => {
+                bump(&COUNTERS, counter::OPEN_DEFER_SKIPPED);
+                return 0;
+            }
+            Err(_) => {
+                bump(&COUNTERS, counter::READ_ERRORS);
+                return 0;
+            }
+        }
+    }
+    let Some(goid) = current_goid(&ctx) else { return 0 };
+    emit(EventKind::DeferPop, ProbeId::FreeDefer, goid, 0, record, 0);
+    0
+}
+
+/// `runtime.goexit1()`: runs on the exiting goroutine.
+#[uprobe]
+pub fn goexit1(ctx: ProbeContext) -> u32 {
+    bump(&PROBE_HITS, ProbeId::Goexit1 as u32);
+    if !is_target() {
+        return 0;
+    }
+    let Some(goid) = current_goid(&ctx) else { return 0 };
+    emit(EventKind::GoroutineExit, ProbeId::Goexit1, goid, 0, 0, 0);
+    0
+}
+
+/// The instruction after `CALL runtime.newproc1` in `runtime.newproc.func1`
+/// (on g0): the result register holds the new g.
+#[uprobe]
+pub fn newproc_return(ctx: ProbeContext) -> u32 {
+    bump(&PROBE_HITS, ProbeId::NewProcReturn as u32);
+    if !is_target() {
+        return 0;
+    }
+    let newg = regs::arg0(&ctx);
+    let Some(goid) = read_u64(newg.wrapping_add(global(&GOID_OFFSET))) else {
+        bump(&COUNTERS, counter::READ_ERRORS);
+        return 0;
+    };
+    let gopc = read_u64(newg.wrapping_add(global(&GOPC_OFFSET))).unwrap_or(0);
+    let parent_offset = global(&PARENT_GOID_OFFSET);
+    let parent = if parent_offset == NO_OFFSET {
+        0
+    } else {
+        read_u64(newg.wrapping_add(parent_offset)).unwrap_or(0)
+    };
+    let startpc = read_u64(newg.wrapping_add(global(&STARTPC_OFFSET))).unwrap_or(0);
+    emit(EventKind::GoroutineCreate, ProbeId::NewProcReturn, goid, gopc, parent, startpc);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

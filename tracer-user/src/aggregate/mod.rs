@@ -1,0 +1,337 @@
+//! The aggregator: folds probe events and memory snapshots into per-goroutine
+//! and per-site state, and renders [`model::Snapshot`]s.
+//!
+//! Pure state, no I/O: every rule about ordering events against memory reads
+//! lives here and is unit-tested.
+//!
+//! Ordering. Probe events carry `bpf_ktime_get_ns()` and a memory snapshot
+//! carries the CLOCK_MONOTONIC interval in which it was read. A chain read
+//! while its goroutine could not run (`consistent`) is the truth at the
+//! snapshot's start, so:
+//! - events stamped before `t_start` are already in it (ignored if they are
+//!   still in the ring buffer when the snapshot is applied);
+//! - events stamped after are not, and are applied on top;
+//! - a goroutine with an event already applied at or after `t_start` keeps its
+//!   event-derived chain (the read may have raced with it).
+pub mod model;
+
+use std::collections::{HashMap, HashSet, hash_map::Entry};
+
+use tracer_common::{Event, EventKind};
+
+use crate::target::{GoroutineStatus, MemorySnapshot};
+use model::{DeferSiteView, GoroutineView, Site, Snapshot, Totals};
+
+/// What the aggregator needs to know about the target's code.
+pub trait Symbolizer {
+    /// Source line of a runtime PC (a return address: the call's line).
+    fn call_site(&mut self, return_pc: u64) -> Option<Site>;
+    /// Name of the function at a runtime PC.
+    fn function_at(&mut self, pc: u64) -> Option<String>;
+}
+
+/// Whether a goroutine starting at `start_function` is one of the runtime's
+/// own, with the rule of `runtime.isSystemGoroutine` (what
+/// `runtime.NumGoroutine` leaves out): started in package runtime, except
+/// `runtime.main` and the goroutines that run user code.
+pub fn is_system_start(start_function: &str) -> bool {
+    start_function.starts_with("runtime.")
+        && !matches!(start_function, "runtime.main" | "runtime.handleAsyncEvent" | "runtime.corostart")
+}
+
+#[derive(Debug, Default)]
+struct GoroutineState {
+    /// Call sites of the live records, oldest first (the top is last).
+    sites: Vec<u64>,
+    max_depth: u64,
+    /// ktime of the newest applied event.
+    last_event_ns: u64,
+    /// Events stamped before this are already reflected in `sites`.
+    ignore_before_ns: u64,
+    /// When deferscope first heard of it (event ktime or snapshot start).
+    first_seen_ns: u64,
+    /// A chain from memory (or an empty one known from creation) is in.
+    has_baseline: bool,
+    depth_exact: bool,
+    status: Option<GoroutineStatus>,
+    wait_reason: u8,
+    gopc: u64,
+    startpc: u64,
+    parent_goid: Option<u64>,
+    system: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SiteStats {
+    pushed: u64,
+    live: u64,
+}
+
+/// Static facts about the target, copied into every snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub arch: String,
+    pub probes: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Aggregator {
+    goroutines: HashMap<u64, GoroutineState>,
+    sites: HashMap<u64, SiteStats>,
+    /// Goroutines seen exiting, with the exit's ktime, so that a memory
+    /// snapshot read before the exit does not bring them back.
+    exited: HashMap<u64, u64>,
+    totals: Totals,
+    wait_reasons: HashMap<u8, String>,
+}
+
+impl Aggregator {
+    pub fn new(wait_reasons: &[(u8, String)]) -> Self {
+        Self { wait_reasons: wait_reasons.iter().cloned().collect(), ..Self::default() }
+    }
+
+    fn add_live(&mut self, pc: u64) {
+        self.sites.entry(pc).or_default().live += 1;
+        self.totals.defer_records_live += 1;
+    }
+
+    fn remove_live(&mut self, pc: u64) {
+        if let Some(stats) = self.sites.get_mut(&pc) {
+            stats.live = stats.live.saturating_sub(1);
+            if stats.live == 0 && stats.pushed == 0 {
+                self.sites.remove(&pc);
+            }
+        }
+        self.totals.defer_records_live = self.totals.defer_records_live.saturating_sub(1);
+    }
+
+    pub fn apply_event(&mut self, event: &Event) {
+        self.totals.events += 1;
+        let Some(kind) = EventKind::from_u32(event.kind) else { return };
+        let t = event.ktime_ns;
+        if kind != EventKind::GoroutineCreate && self.exited.contains_key(&event.goid) && kind != EventKind::GoroutineExit {
+            // Late events of a goroutine that already exited (cannot happen in
+            // order; a safety net against cross-CPU reordering).
+            return;
+        }
+        match kind {
+            EventKind::DeferPush => {
+                self.totals.defers_pushed += 1;
+                self.sites.entry(event.pc).or_default().pushed += 1;
+                let g = self.goroutine_for_event(event.goid, t);
+                if t < g.ignore_before_ns {
+                    return;
+                }
+                g.last_event_ns = g.last_event_ns.max(t);
+                g.sites.push(event.pc);
+                g.max_depth = g.max_depth.max(g.sites.len() as u64);
+                self.add_live(event.pc);
+            }
+            EventKind::DeferPop => {
+                self.totals.defers_popped += 1;
+                let g = self.goroutine_for_event(event.goid, t);
+                if t < g.ignore_before_ns {
+                    return;
+                }
+                g.last_event_ns = g.last_event_ns.max(t);
+                match g.sites.pop() {
+                    Some(pc) => self.remove_live(pc),
+                    None => {
+                        // We did not know this record: the chain is not exact
+                        // until the next consistent memory read.
+                        g.depth_exact = false;
+                        g.has_baseline = false;
+                        self.totals.unmatched_pops += 1;
+                    }
+                }
+            }
+            EventKind::GoroutineExit => {
+                self.totals.goroutines_exited += 1;
+                self.exited.insert(event.goid, t);
+                if let Some(g) = self.goroutines.remove(&event.goid) {
+                    for pc in g.sites {
+                        self.remove_live(pc);
+                    }
+                }
+            }
+            EventKind::GoroutineCreate => {
+                self.totals.goroutines_created += 1;
+                let g = self.goroutine_for_event(event.goid, t);
+                // A new goroutine has no defers: its chain is known exactly.
+                if !g.has_baseline && g.sites.is_empty() {
+                    g.has_baseline = true;
+                    g.depth_exact = true;
+                }
+                g.gopc = event.pc;
+                g.startpc = event.aux;
+                g.parent_goid = (event.arg != 0).then_some(event.arg);
+                g.status.get_or_insert(GoroutineStatus::Runnable);
+            }
+        }
+    }
+
+    fn goroutine_for_event(&mut self, goid: u64, t: u64) -> &mut GoroutineState {
+        self.goroutines.entry(goid).or_insert_with(|| GoroutineState { first_seen_ns: t, ..Default::default() })
+    }
+
+    pub fn apply_memory(&mut self, snapshot: &MemorySnapshot) {
+        let mut seen = HashSet::with_capacity(snapshot.goroutines.len());
+        for gm in &snapshot.goroutines {
+            if self.exited.contains_key(&gm.goid) {
+                continue;
+            }
+            seen.insert(gm.goid);
+            let new = !self.goroutines.contains_key(&gm.goid);
+            let g = self.goroutines.entry(gm.goid).or_insert_with(|| GoroutineState {
+                first_seen_ns: snapshot.t_start_ns,
+                ..Default::default()
+            });
+            g.status = Some(gm.status);
+            g.wait_reason = gm.wait_reason;
+            g.gopc = gm.gopc;
+            g.startpc = gm.startpc;
+            g.parent_goid = gm.parent_goid.filter(|&p| p != 0);
+            let raced = g.last_event_ns >= snapshot.t_start_ns;
+            let take_chain = !raced && (gm.consistent || !g.has_baseline || new);
+            if !take_chain {
+                continue;
+            }
+            let old = std::mem::take(&mut g.sites);
+            g.sites = gm.defer_sites.iter().rev().copied().collect();
+            g.max_depth = g.max_depth.max(g.sites.len() as u64);
+            g.ignore_before_ns = snapshot.t_start_ns;
+            g.has_baseline = true;
+            g.depth_exact = gm.consistent;
+            let new_sites = g.sites.clone();
+            for pc in old {
+                self.remove_live(pc);
+            }
+            for pc in new_sites {
+                self.add_live(pc);
+            }
+        }
+        // Goroutines that memory no longer shows and that did nothing since
+        // the read began have exited without us seeing it (before attach, or
+        // an event was lost).
+        let gone: Vec<u64> = self
+            .goroutines
+            .iter()
+            .filter(|(goid, g)| {
+                !seen.contains(goid) && g.first_seen_ns < snapshot.t_start_ns && g.last_event_ns < snapshot.t_start_ns
+            })
+            .map(|(goid, _)| *goid)
+            .collect();
+        for goid in gone {
+            if let Some(g) = self.goroutines.remove(&goid) {
+                for pc in g.sites {
+                    self.remove_live(pc);
+                }
+            }
+        }
+        // Exits older than this read can no longer be contradicted by it.
+        self.exited.retain(|_, t| *t >= snapshot.t_start_ns);
+    }
+
+    pub fn set_events_lost(&mut self, lost: u64) {
+        self.totals.events_lost = lost;
+    }
+
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Renders the current state. `top` caps the goroutine list.
+    pub fn snapshot(&mut self, info: &TargetInfo, sym: &mut dyn Symbolizer, top: Option<usize>, time: String) -> Snapshot {
+        let mut system_cache: HashMap<u64, bool> = HashMap::new();
+        let mut live = 0;
+        let mut rows: Vec<(&u64, &mut GoroutineState)> = self.goroutines.iter_mut().collect();
+        for (_, g) in rows.iter_mut() {
+            if g.system.is_none() && g.startpc != 0 {
+                let system = *system_cache
+                    .entry(g.startpc)
+                    .or_insert_with(|| sym.function_at(g.startpc).is_some_and(|f| is_system_start(&f)));
+                g.system = Some(system);
+            }
+            if !g.system.unwrap_or(false) {
+                live += 1;
+            }
+        }
+        self.totals.goroutines_live = live;
+        self.totals.goroutines_total = rows.len() as u64;
+        rows.sort_by(|a, b| b.1.sites.len().cmp(&a.1.sites.len()).then(a.0.cmp(b.0)));
+        let limit = top.unwrap_or(usize::MAX);
+        let wait_reasons = &self.wait_reasons;
+        let goroutines = rows
+            .into_iter()
+            .take(limit)
+            .map(|(goid, g)| {
+                let status = g.status.unwrap_or(GoroutineStatus::Runnable);
+                GoroutineView {
+                    goid: *goid,
+                    state: status.as_str().to_owned(),
+                    wait_reason: matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Leaked)
+                        .then(|| wait_reasons.get(&g.wait_reason).cloned())
+                        .flatten(),
+                    defer_depth: g.sites.len() as u64,
+                    max_defer_depth: g.max_depth,
+                    top_defer_site: g.sites.last().and_then(|&pc| sym.call_site(pc)),
+                    created_by: (g.gopc != 0).then(|| sym.call_site(g.gopc)).flatten(),
+                    start_function: (g.startpc != 0).then(|| sym.function_at(g.startpc)).flatten(),
+                    parent_goid: g.parent_goid,
+                    system: g.system.unwrap_or(false),
+                    depth_exact: g.depth_exact,
+                }
+            })
+            .collect();
+        let mut sites: Vec<(u64, SiteStats)> = self.sites.iter().map(|(pc, s)| (*pc, *s)).collect();
+        sites.sort_by(|a, b| b.1.live.cmp(&a.1.live).then(b.1.pushed.cmp(&a.1.pushed)).then(a.0.cmp(&b.0)));
+        // Several return addresses can share one source line (e.g. a defer
+        // statement compiled twice); merge them by line.
+        let mut merged: Vec<DeferSiteView> = Vec::new();
+        let mut index: HashMap<Site, usize> = HashMap::new();
+        for (pc, stats) in sites {
+            let site = sym.call_site(pc).unwrap_or_else(|| Site {
+                function: format!("{pc:#x}"),
+                file: String::new(),
+                line: 0,
+            });
+            match index.entry(site) {
+                Entry::Occupied(e) => {
+                    let view = &mut merged[*e.get()];
+                    view.pushed += stats.pushed;
+                    view.live += stats.live;
+                }
+                Entry::Vacant(e) => {
+                    let site = e.key().clone();
+                    e.insert(merged.len());
+                    merged.push(DeferSiteView {
+                        function: site.function,
+                        file: site.file,
+                        line: site.line,
+                        pushed: stats.pushed,
+                        live: stats.live,
+                    });
+                }
+            }
+        }
+        merged.sort_by(|a, b| b.live.cmp(&a.live).then(b.pushed.cmp(&a.pushed)));
+        Snapshot {
+            time,
+            pid: info.pid,
+            exe: info.exe.clone(),
+            go_version: info.go_version.clone(),
+            arch: info.arch.clone(),
+            probes: info.probes.clone(),
+            totals: self.totals.clone(),
+            goroutines,
+            defer_sites: merged,
+            target_exited: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! Command-line options.
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Live defer-chain and goroutine tracing of a running Go program.
+///
+/// Attaches uprobes to the Go runtime of process PID (no restart, no code
+/// change) and shows, for every goroutine, how many defer records it holds and
+/// where they come from.
+#[derive(Debug, Parser, Clone)]
+#[command(name = "deferscope", version, about, long_about = None)]
+pub struct Options {
+    /// Process ID of the Go program to trace.
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: u32,
+
+    /// Print one JSON snapshot per interval on stdout (one object per line).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Time between snapshots, like 500ms, 2s or 1m.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Stop after this long (then print the last snapshot and exit 0).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Show at most N goroutines (deepest defer chains first).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+
+    /// How often goroutines are re-read from the target's memory to pick up
+    /// state and resynchronise chains; defaults to --interval.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub resync: Option<Duration>,
+
+    /// Log what deferscope does (attach points, resyncs) on stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h30m`; rejects zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 500ms, 2s, 1m)"))?;
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn options_parse() {
+        let o = Options::try_parse_from(["deferscope", "--pid", "12", "--json", "--interval", "250ms", "--top", "5"])
+            .expect("parse");
+        assert_eq!(o.pid, 12);
+        assert!(o.json);
+        assert_eq!(o.interval, Duration::from_millis(250));
+        assert_eq!(o.top, Some(5));
+        assert!(Options::try_parse_from(["deferscope"]).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! `--json`: one snapshot object per line on stdout.
+use std::io::{self, Write};
+
+use crate::aggregate::model::Snapshot;
+
+pub fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Result<()> {
+    serde_json::to_writer(&mut *out, snapshot).map_err(io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::model::{GoroutineView, Site, Totals};
+
+    #[test]
+    fn schema_names_are_stable() {
+        let snapshot = Snapshot {
+            time: "2026-11-22T00:00:00Z".into(),
+            pid: 7,
+            exe: "demo".into(),
+            go_version: "go1.24.11".into(),
+            arch: "x86_64".into(),
+            probes: vec!["runtime.deferproc".into()],
+            totals: Totals::default(),
+            goroutines: vec![GoroutineView {
+                goid: 1,
+                state: "waiting".into(),
+                wait_reason: Some("chan receive".into()),
+                defer_depth: 3,
+                max_defer_depth: 10,
+                top_defer_site: Some(Site { function: "main.work".into(), file: "/a/main.go".into(), line: 42 }),
+                created_by: None,
+                start_function: None,
+                parent_goid: None,
+                system: false,
+                depth_exact: true,
+            }],
+            defer_sites: vec![],
+            target_exited: false,
+        };
+        let mut buf = Vec::new();
+        write_line(&mut buf, &snapshot).expect("write");
+        let text = String::from_utf8(buf).expect("utf8");
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        for key in ["time", "pid", "go_version", "arch", "probes", "totals", "goroutines", "defer_sites"] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        for key in ["defers_pushed", "defers_popped", "goroutines_created", "goroutines_exited", "goroutines_live", "events", "events_lost"] {
+            assert!(v["totals"].get(key).is_some(), "missing totals.{key}");
+        }
+        let g = &v["goroutines"][0];
+        assert_eq!(g["top_defer_site"]["line"], 42);
+        assert_eq!(g["wait_reason"], "chan receive");
+        assert!(g["created_by"].is_null());
+        assert_eq!(g["max_defer_depth"], 10);
+    }
+}

@@ -1,0 +1,258 @@
+//! The eBPF side, from userspace: load the probes, aim them at the target's
+//! runtime functions, and hand out the event stream and counters.
+//!
+//! Dropping [`Probes`] detaches every uprobe and unloads the programs; the
+//! kernel does the same if deferscope dies, so the target keeps running
+//! untouched either way.
+use std::{io, num::NonZeroU32};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, UProbe, uprobe::UProbeScope},
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{Event, ProbeId, counter, globals};
+
+use crate::{
+    gobin::{GoBinError, GoBinary, GoVersion, ProbePoint, RuntimeLayout},
+    target::TargetProcess,
+};
+
+/// The compiled probes (built by build.rs; empty with DEFERSCOPE_SKIP_EBPF).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this deferscope was built without its eBPF probes (DEFERSCOPE_SKIP_EBPF=1); rebuild it with `cargo xtask build`")]
+    NoObject,
+    #[error("loading the eBPF probes failed (deferscope needs root, or CAP_BPF and CAP_PERFMON): {0}")]
+    Load(String),
+    #[error("the Go runtime of process {pid} has no {function}: Go {version} is not supported")]
+    MissingFunction { pid: u32, function: &'static str, version: String },
+    #[error("cannot place a probe on {function}: {source}")]
+    Locate { function: &'static str, source: GoBinError },
+    #[error("attaching a uprobe to {function} in process {pid} failed (needs root, or CAP_PERFMON, and a kernel with uprobes): {detail}")]
+    Attach { function: &'static str, pid: u32, detail: String },
+    #[error("eBPF map {0} missing from the probe object")]
+    MissingMap(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Where a probe goes.
+enum Placement {
+    /// Entry of the function, after its stack check.
+    Entry(&'static str),
+    /// After each call to `callee` inside `caller` (a return value without a
+    /// uretprobe, which would crash Go).
+    AfterCall { caller: &'static str, callee: &'static str },
+}
+
+struct PlannedProbe {
+    probe: ProbeId,
+    placement: Placement,
+    /// Without it deferscope cannot count exactly; refuse to run.
+    required: bool,
+}
+
+/// Which runtime functions carry defer and goroutine events in this version.
+fn plan(version: &GoVersion) -> Vec<PlannedProbe> {
+    use Placement::*;
+    let mut plan = vec![
+        // Heap records (defer in a loop); absent when the program has none.
+        PlannedProbe { probe: ProbeId::DeferProc, placement: Entry("runtime.deferproc"), required: false },
+        PlannedProbe { probe: ProbeId::DeferProcStack, placement: Entry("runtime.deferprocStack"), required: true },
+        // Defers in range-over-func loop bodies (1.23+; linked only when used).
+        // Their loop's header record (deferrangefunc) holds no call and is
+        // left out of the depth, on the push and the pop side alike.
+        PlannedProbe { probe: ProbeId::DeferProcAt, placement: Entry("runtime.deferprocat"), required: false },
+        PlannedProbe { probe: ProbeId::Goexit1, placement: Entry("runtime.goexit1"), required: true },
+        PlannedProbe {
+            probe: ProbeId::NewProcReturn,
+            placement: AfterCall { caller: "runtime.newproc.func1", callee: "runtime.newproc1" },
+            required: false,
+        },
+    ];
+    // Every pop goes through one primitive: popDefer from 1.23, freedefer before.
+    plan.push(if version.minor >= 23 {
+        PlannedProbe { probe: ProbeId::PopDefer, placement: Entry("runtime.popDefer"), required: true }
+    } else {
+        PlannedProbe { probe: ProbeId::FreeDefer, placement: Entry("runtime.freedefer"), required: true }
+    });
+    plan
+}
+
+/// Health counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeCounters {
+    pub events_lost: u64,
+    pub read_errors: u64,
+    pub open_defer_skipped: u64,
+    pub rangefunc_header_skipped: u64,
+    pub hits: [u64; tracer_common::PROBE_COUNT as usize],
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Function names with at least one probe attached, in plan order.
+    attached: Vec<String>,
+}
+
+impl Probes {
+    pub fn attach(target: &TargetProcess, binary: &GoBinary, layout: &RuntimeLayout) -> Result<Self, ProbeError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        raise_memlock_limit();
+        let tgid = target.pid;
+        let goid_offset = layout.g_goid;
+        let parent_offset = layout.g_parent_goid.unwrap_or(globals::NO_OFFSET);
+        let gopc_offset = layout.g_gopc;
+        let startpc_offset = layout.g_startpc;
+        let open_defer_offset = layout.defer_open_defer.unwrap_or(globals::NO_OFFSET);
+        let g_defer_offset = layout.g_defer;
+        let defer_fn_offset = layout.defer_fn;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::TARGET_TGID, &tgid, true)
+            .override_global(globals::GOID_OFFSET, &goid_offset, true)
+            .override_global(globals::PARENT_GOID_OFFSET, &parent_offset, true)
+            .override_global(globals::GOPC_OFFSET, &gopc_offset, true)
+            .override_global(globals::STARTPC_OFFSET, &startpc_offset, true)
+            .override_global(globals::OPEN_DEFER_OFFSET, &open_defer_offset, true)
+            .override_global(globals::G_DEFER_OFFSET, &g_defer_offset, true)
+            .override_global(globals::DEFER_FN_OFFSET, &defer_fn_offset, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
+
+        let pid = NonZeroU32::new(target.pid).ok_or(io::Error::other("PID 0"))?;
+        let mut attached = Vec::new();
+        for planned in plan(binary.version()) {
+            let (function, points) = match planned.placement {
+                Placement::Entry(function) => {
+                    if binary.function_entry(function).is_none() {
+                        if planned.required {
+                            return Err(ProbeError::MissingFunction {
+                                pid: target.pid,
+                                function,
+                                version: binary.version().raw.clone(),
+                            });
+                        }
+                        continue;
+                    }
+                    let point =
+                        binary.probe_point(function).map_err(|source| ProbeError::Locate { function, source })?;
+                    (function, vec![point])
+                }
+                Placement::AfterCall { caller, callee } => {
+                    if binary.function_entry(caller).is_none() {
+                        log::warn!("{caller} not found: goroutine creation will not be counted");
+                        continue;
+                    }
+                    match binary.call_return_points(caller, callee) {
+                        Ok(points) if !points.is_empty() => (callee, points),
+                        Ok(_) | Err(_) => {
+                            log::warn!("no call to {callee} found in {caller}: goroutine creation will not be counted");
+                            continue;
+                        }
+                    }
+                }
+            };
+            attach_points(&mut ebpf, planned.probe, function, &points, target, pid)?;
+            attached.push(function.to_owned());
+        }
+        Ok(Self { ebpf, attached })
+    }
+
+    pub fn attached_functions(&self) -> &[String] {
+        &self.attached
+    }
+
+    /// The event stream, registered with tokio. Call once.
+    pub fn take_events(&mut self) -> Result<AsyncFd<RingBuf<MapData>>, ProbeError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Load(e.to_string()))?;
+        // SAFETY: the ring buffer's fd stays open as long as the AsyncFd owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(fd)
+    }
+
+    pub fn counters(&self) -> ProbeCounters {
+        let mut out = ProbeCounters::default();
+        if let Some(map) = self.ebpf.map("COUNTERS") {
+            if let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) {
+                let sum = |i: u32| array.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+                out.events_lost = sum(counter::EVENTS_LOST);
+                out.read_errors = sum(counter::READ_ERRORS);
+                out.open_defer_skipped = sum(counter::OPEN_DEFER_SKIPPED);
+                out.rangefunc_header_skipped = sum(counter::RANGEFUNC_HEADER_SKIPPED);
+            }
+        }
+        if let Some(map) = self.ebpf.map("PROBE_HITS") {
+            if let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) {
+                for probe in ProbeId::ALL {
+                    let i = probe as u32;
+                    out.hits[i as usize] = array.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+                }
+            }
+        }
+        out
+    }
+}
+
+fn attach_points(
+    ebpf: &mut Ebpf,
+    probe: ProbeId,
+    function: &'static str,
+    points: &[ProbePoint],
+    target: &TargetProcess,
+    pid: NonZeroU32,
+) -> Result<(), ProbeError> {
+    let name = probe.program_name();
+    let program: &mut UProbe = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the probe object")))?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
+    // Programs attached to several functions are loaded once.
+    if program.fd().is_err() {
+        program.load().map_err(|e| ProbeError::Load(format!("{name}: {e}")))?;
+    }
+    for point in points {
+        // /proc/PID/exe is the inode the process runs, even if the file on
+        // disk was replaced since it started.
+        program
+            .attach(point.file_offset, &target.exe_link, UProbeScope::OneProcess(pid))
+            .map_err(|e| ProbeError::Attach { function, pid: target.pid, detail: error_chain(&e) })?;
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn raise_memlock_limit() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use
+    // memcg and ignore it, so failing here is not an error.
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+}
+
+/// Decodes one ring-buffer record; `None` for a short or unknown record.
+pub fn decode_event(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: length checked; Event is plain old data, read unaligned.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}

@@ -1,0 +1,38 @@
+//! Runtime PCs → source sites, through the target's binary and load bias.
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{aggregate::{Symbolizer, model::Site}, gobin::GoBinary};
+
+pub struct BinarySymbols {
+    binary: Arc<GoBinary>,
+    /// Runtime address − static address (PIE).
+    bias: u64,
+    call_sites: HashMap<u64, Option<Site>>,
+    functions: HashMap<u64, Option<String>>,
+}
+
+impl BinarySymbols {
+    pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
+        Self { binary, bias, call_sites: HashMap::new(), functions: HashMap::new() }
+    }
+}
+
+impl Symbolizer for BinarySymbols {
+    fn call_site(&mut self, return_pc: u64) -> Option<Site> {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.call_sites
+            .entry(return_pc)
+            // The return address is past the CALL; one byte back is inside it
+            // (what Go's own tracebacks do for caller frames).
+            .or_insert_with(|| binary.symbolize(return_pc.wrapping_sub(bias).wrapping_sub(1)).map(Site::from))
+            .clone()
+    }
+
+    fn function_at(&mut self, pc: u64) -> Option<String> {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.functions
+            .entry(pc)
+            .or_insert_with(|| binary.function_name(pc.wrapping_sub(bias)).map(str::to_owned))
+            .clone()
+    }
+}
