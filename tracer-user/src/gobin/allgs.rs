@@ -1,0 +1,167 @@
+//! Finding `runtime.allgs`/`runtime.allglen` in stripped binaries.
+//!
+//! They are in `.symtab` and DWARF but not in pclntab. `runtime.allgadd`
+//! (always present) does, in every supported version:
+//!
+//! ```go
+//! lock(&allglock)
+//! allgs = append(allgs, gp)                       // reads/writes allgs+0/8/16
+//! if &allgs[0] != allgptr { atomicstorep(&allgptr, …) }
+//! atomic.Storeuintptr(&allglen, uintptr(len(allgs)))
+//! ```
+//!
+//! So `allgs` is the address X whose X, X+8 and X+16 are all accessed, and
+//! `allglen` is the target of an atomic store (amd64 `XCHGQ`, arm64 `STLR`)
+//! that the function never otherwise reads (`allgptr` is also compared).
+//! `allglen` is *not* at a fixed distance from `allglock`: it is at
+//! allglock+8 in 1.21–1.27 but allglock-8 in 1.19.
+
+use std::collections::BTreeSet;
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+use super::prologue::a64_words;
+
+#[derive(Default, Debug)]
+pub(crate) struct Accesses {
+    /// Static addresses read or written by ordinary loads/stores.
+    plain: BTreeSet<u64>,
+    /// Targets of atomic stores, in code order.
+    atomic_stores: Vec<u64>,
+}
+
+impl Accesses {
+    /// (allgs, allglen) candidates; `is_data` filters addresses that are not
+    /// in writable memory.
+    pub(crate) fn solve(&self, is_data: &dyn Fn(u64) -> bool) -> Option<(u64, Option<u64>)> {
+        let allgs = self
+            .plain
+            .iter()
+            .copied()
+            .find(|&x| is_data(x) && self.plain.contains(&(x + 8)) && self.plain.contains(&(x + 16)))?;
+        let allglen = self
+            .atomic_stores
+            .iter()
+            .rev()
+            .copied()
+            .find(|&a| is_data(a) && !self.plain.contains(&a) && !(allgs..allgs + 24).contains(&a));
+        Some((allgs, allglen))
+    }
+}
+
+pub(crate) fn amd64_accesses(code: &[u8], entry: u64) -> Accesses {
+    let mut acc = Accesses::default();
+    let mut dec = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    // Register → static address it holds (from a RIP-relative LEA).
+    let mut lea: Vec<(Register, u64)> = Vec::new();
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.is_invalid() {
+            lea.clear();
+            continue;
+        }
+        let has_mem = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory);
+        if ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand() {
+            let r = ins.op0_register().full_register();
+            lea.retain(|(x, _)| *x != r);
+            lea.push((r, ins.ip_rel_memory_address()));
+            continue;
+        }
+        if has_mem {
+            let addr = if ins.is_ip_rel_memory_operand() {
+                Some(ins.ip_rel_memory_address())
+            } else if ins.memory_index() == Register::None && ins.memory_displacement64() == 0 {
+                let base = ins.memory_base().full_register();
+                lea.iter().find(|(r, _)| *r == base).map(|(_, a)| *a)
+            } else {
+                None
+            };
+            if let Some(a) = addr {
+                if ins.mnemonic() == Mnemonic::Xchg {
+                    acc.atomic_stores.push(a);
+                } else {
+                    acc.plain.insert(a);
+                }
+            }
+        }
+        // Anything written to a register invalidates what we knew about it.
+        if ins.op_count() > 0 && ins.op_kind(0) == OpKind::Register {
+            let r = ins.op0_register().full_register();
+            lea.retain(|(x, _)| *x != r);
+        }
+        if matches!(ins.mnemonic(), Mnemonic::Call | Mnemonic::Jmp | Mnemonic::Ret) {
+            lea.clear();
+        }
+    }
+    acc
+}
+
+/// How many instructions an ADRP-derived register value stays trusted. Go
+/// emits `ADRP; ADD; STLR` or `ADRP; LDR/STR` back to back, so a short
+/// window avoids modelling every instruction that could clobber a register.
+const A64_WINDOW: usize = 3;
+
+pub(crate) fn arm64_accesses(code: &[u8], entry: u64) -> Accesses {
+    let mut acc = Accesses::default();
+    let mut regs: [Option<(u64, usize)>; 32] = [None; 32];
+    for (i, w) in a64_words(code).enumerate() {
+        let pc = entry + 4 * i as u64;
+        let rd = (w & 0x1f) as usize;
+        let rn = ((w >> 5) & 0x1f) as usize;
+        let get = |r: usize, regs: &[Option<(u64, usize)>; 32]| {
+            regs.get(r).copied().flatten().filter(|&(_, at)| i - at <= A64_WINDOW).map(|(v, _)| v)
+        };
+        if w & 0x9f00_0000 == 0x9000_0000 {
+            // ADRP Xd, label
+            let immlo = u64::from((w >> 29) & 0x3);
+            let immhi = u64::from((w >> 5) & 0x7_ffff);
+            let imm = (((immhi << 2) | immlo) as i64) << 43 >> 43; // sign-extend 21 bits
+            let v = (pc & !0xfff).wrapping_add((imm << 12) as u64);
+            if let Some(slot) = regs.get_mut(rd) {
+                *slot = Some((v, i));
+            }
+            continue;
+        }
+        if w & 0xff80_0000 == 0x9100_0000 {
+            // ADD Xd, Xn, #imm12{, LSL #12}
+            let sh = (w >> 22) & 1;
+            let imm = u64::from((w >> 10) & 0xfff) << (12 * sh);
+            let v = get(rn, &regs).map(|b| (b.wrapping_add(imm), i));
+            if let Some(slot) = regs.get_mut(rd) {
+                *slot = v;
+            }
+            continue;
+        }
+        match w & 0xffc0_0000 {
+            // LDR/STR Xt, [Xn, #imm12*8]
+            0xf940_0000 | 0xf900_0000 => {
+                if let Some(b) = get(rn, &regs) {
+                    acc.plain.insert(b.wrapping_add(u64::from((w >> 10) & 0xfff) * 8));
+                }
+            }
+            // LDP/STP Xt1, Xt2, [Xn, #imm7*8]
+            0xa940_0000 | 0xa900_0000 => {
+                if let Some(b) = get(rn, &regs) {
+                    let imm7 = (((w >> 15) & 0x7f) as i64) << 57 >> 57;
+                    let a = b.wrapping_add((imm7 * 8) as u64);
+                    acc.plain.insert(a);
+                    acc.plain.insert(a.wrapping_add(8));
+                }
+            }
+            _ => {
+                if w & 0xffff_fc00 == 0xc89f_fc00 {
+                    // STLR Xt, [Xn]
+                    if let Some(b) = get(rn, &regs) {
+                        acc.atomic_stores.push(b);
+                    }
+                }
+            }
+        }
+        // Loads define Rt; be conservative and forget it.
+        if let Some(slot) = regs.get_mut(rd) {
+            *slot = None;
+        }
+    }
+    acc
+}
