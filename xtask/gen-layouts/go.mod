@@ -1,0 +1,3 @@
+module deferscope.dev/gen-layouts
+
+go 1.19

@@ -1,0 +1,3 @@
+module deferscope.dev/layout-probe
+
+go 1.19
