@@ -19,6 +19,9 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
+pub mod prometheus;
+pub mod tmux;
+
 /// How long any single expectation may take before the test fails. Generous:
 /// probes cost ~10 µs a hit in these VMs and CI machines are slow.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);

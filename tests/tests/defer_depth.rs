@@ -10,6 +10,8 @@ fn as_u64(v: &Value) -> u64 {
 
 fn check_site(snapshot: &Value, line: u32, pushed: u64, live: u64) -> Result<(), String> {
     match site(snapshot, line) {
+        // A site with nothing pushed while traced and nothing live is dropped.
+        None if pushed == 0 && live == 0 => Ok(()),
         None => Err(format!("no defer site at main.go:{line}")),
         Some(s) if s["pushed"] == pushed && s["live"] == live => Ok(()),
         Some(s) => Err(format!("site main.go:{line} is {s}, want pushed {pushed} live {live}")),

@@ -36,6 +36,31 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub resync: Option<Duration>,
 
+    /// A goroutine blocked on a channel, select, lock, cond, WaitGroup or
+    /// semaphore without running for this long is reported as leaked.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub leak_after: Duration,
+
+    /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics
+    /// (e.g. 127.0.0.1:9464), beside the TUI or JSON, or alone with --no-tui.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Cap on site-labelled metric series; the rest are folded into
+    /// site="other".
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub metrics_top_sites: usize,
+
+    /// No terminal UI: with --json print JSON, otherwise only serve
+    /// --metrics-addr (run as a service).
+    #[arg(long)]
+    pub no_tui: bool,
+
+    /// Include each goroutine's symbolised stack and grouped defer chain in
+    /// the JSON snapshots.
+    #[arg(long)]
+    pub stacks: bool,
+
     /// Log what deferscope does (attach points, resyncs) on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,

@@ -2,12 +2,14 @@
 //!
 //! Data flows one way: `gobin` (the target's executable) and `target` (its
 //! memory) feed `probes` (eBPF events) and the `aggregate` state, which the
-//! `output` sinks render.
+//! `output` sinks, the `tui` and the `exporters` render.
 pub mod aggregate;
 pub mod cli;
+pub mod exporters;
 pub mod gobin;
 pub mod output;
 pub mod probes;
 pub mod session;
 pub mod symbols;
 pub mod target;
+pub mod tui;

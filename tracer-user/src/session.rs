@@ -1,17 +1,25 @@
 //! One tracing session: open the target, attach, then fold events and memory
 //! reads into snapshots until told to stop or the target exits.
 //!
-//! Data flows one way: probes + memory → aggregator → outputs.
+//! Data flows one way: probes + memory → aggregator → a snapshot feed that
+//! the outputs (JSON lines, text, TUI, /metrics) read.
 use std::{
     io::{self, IsTerminal as _},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use tokio::{signal::unix::{SignalKind, signal}, sync::mpsc, time::MissedTickBehavior};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{Notify, mpsc, watch},
+    time::MissedTickBehavior,
+};
 
 use crate::{
-    aggregate::{Aggregator, TargetInfo, model::Snapshot},
+    aggregate::{
+        Aggregator, RenderOptions, TargetInfo,
+        model::{ProbeHits, Snapshot},
+    },
     cli::Options,
     gobin::{Arch, GoBinError, GoBinary},
     output,
@@ -23,6 +31,11 @@ use crate::{
 /// Oldest and newest Go versions whose runtime deferscope knows.
 const MIN_MINOR: u32 = 19;
 const MAX_MINOR: u32 = 27;
+
+/// The latest snapshot, for outputs that run beside the session (TUI,
+/// /metrics). `None` until the first one. The sender is dropped when the
+/// session ends.
+pub type SnapshotFeed = watch::Receiver<Option<Arc<Snapshot>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -38,6 +51,10 @@ pub enum SessionError {
     Probe(#[from] probes::ProbeError),
     #[error("cannot read the memory of process {pid}: {source}")]
     Memory { pid: u32, source: crate::target::memory::MemoryError },
+    #[error("--no-tui without --json has nothing to show: add --metrics-addr HOST:PORT or --json")]
+    NothingToShow,
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: std::net::SocketAddr, source: io::Error },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -80,24 +97,36 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
 }
 
 fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-enum Output {
+/// Where snapshots go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `--json`: one object per line on stdout.
     Json,
-    Text { is_tty: bool, rows: usize },
+    /// Plain text on stdout (not a terminal, or no TUI built in).
+    Text { is_tty: bool },
+    /// The interactive dashboard.
+    Tui,
+    /// `--no-tui` with `--metrics-addr`: nothing on stdout.
+    Headless,
 }
 
-impl Output {
-    fn emit(&self, snapshot: &Snapshot) -> io::Result<()> {
-        let mut stdout = io::stdout().lock();
-        match self {
-            Output::Json => output::json::write_line(&mut stdout, snapshot),
-            Output::Text { is_tty, rows } => output::text::show(&mut stdout, snapshot, *is_tty, *rows),
+fn choose_mode(options: &Options) -> Result<Mode, SessionError> {
+    let is_tty = io::stdout().is_terminal();
+    Ok(if options.json {
+        Mode::Json
+    } else if options.no_tui {
+        if options.metrics_addr.is_none() {
+            return Err(SessionError::NothingToShow);
         }
-    }
+        Mode::Headless
+    } else if is_tty && io::stdin().is_terminal() && crate::tui::AVAILABLE {
+        Mode::Tui
+    } else {
+        Mode::Text { is_tty }
+    })
 }
 
 fn terminal_rows() -> usize {
@@ -107,13 +136,28 @@ fn terminal_rows() -> usize {
     if ok && ws.ws_row > 0 { (ws.ws_row as usize).saturating_sub(20).max(5) } else { 30 }
 }
 
+fn print(mode: Mode, snapshot: &Snapshot) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    let result = match mode {
+        Mode::Json => output::json::write_line(&mut stdout, snapshot),
+        Mode::Text { is_tty } => output::text::show(&mut stdout, snapshot, is_tty, terminal_rows()),
+        Mode::Tui | Mode::Headless => Ok(()),
+    };
+    match result {
+        // A closed pipe (`deferscope --json | head`) is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// Runs a session to completion. Returns when the duration elapses, a
-/// signal arrives, or the target exits.
+/// signal arrives, the user quits the TUI, or the target exits.
 pub async fn run(options: Options) -> Result<(), SessionError> {
-    let prepared = tokio::task::spawn_blocking(move || prepare(options.pid))
+    let mode = choose_mode(&options)?;
+    let pid = options.pid;
+    let Prepared { target, binary, walker, bias } = tokio::task::spawn_blocking(move || prepare(pid))
         .await
         .map_err(|e| io::Error::other(e.to_string()))??;
-    let Prepared { target, binary, walker, bias } = prepared;
 
     let mut probes = Probes::attach(&target, &binary, walker.layout())?;
     log::info!("attached to {:?}", probes.attached_functions());
@@ -127,15 +171,10 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
             Arch::X86_64 => "x86_64".into(),
             Arch::Aarch64 => "aarch64".into(),
         },
-        probes: probes.attached_functions().to_vec(),
+        probes: probes.attached_functions(),
     };
     let mut aggregator = Aggregator::new(&walker.layout().wait_reasons);
     let mut symbols = BinarySymbols::new(binary.clone(), bias);
-    let output = if options.json {
-        Output::Json
-    } else {
-        Output::Text { is_tty: io::stdout().is_terminal(), rows: terminal_rows() }
-    };
 
     // Chains that existed before attach: read memory once the probes are in,
     // so nothing falls between the read and the first event.
@@ -148,6 +187,29 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
     drain(&mut events, &mut aggregator);
     aggregator.apply_memory(&first);
+
+    let (feed_tx, feed_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
+    let stop = Arc::new(Notify::new());
+    let metrics = match options.metrics_addr {
+        Some(addr) => Some(
+            crate::exporters::metrics::serve(addr, feed_rx.clone(), options.metrics_top_sites)
+                .await
+                .map_err(|source| SessionError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let tui = (mode == Mode::Tui).then(|| {
+        let feed = feed_rx.clone();
+        let stop = stop.clone();
+        let options = options.clone();
+        std::thread::spawn(move || {
+            let result = crate::tui::run(feed, &options);
+            // However the TUI ended, the session ends with it.
+            stop.notify_one();
+            result
+        })
+    });
+    drop(feed_rx);
 
     let (mem_tx, mut mem_rx) = mpsc::channel::<MemorySnapshot>(1);
     let mut resync_in_flight = false;
@@ -168,6 +230,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
     tokio::pin!(sleep_until_deadline);
 
+    let started = Instant::now();
+    let details = mode == Mode::Tui || options.stacks;
     let mut target_exited = false;
     loop {
         tokio::select! {
@@ -191,11 +255,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     resync_in_flight = true;
                     let walker = walker.clone();
                     let tx = mem_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        match walker.snapshot() {
-                            Ok(s) => { let _ = tx.blocking_send(s); }
-                            Err(e) => log::debug!("memory resync failed: {e}"),
-                        }
+                    tokio::task::spawn_blocking(move || match walker.snapshot() {
+                        Ok(s) => { let _ = tx.blocking_send(s); }
+                        Err(e) => log::debug!("memory resync failed: {e}"),
                     });
                 }
             }
@@ -206,29 +268,62 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 }
                 drain(&mut events, &mut aggregator);
                 aggregator.set_events_lost(probes.counters().events_lost);
-                let snapshot = aggregator.snapshot(&info, &mut symbols, options.top, rfc3339_now());
-                emit_or_stop(&output, &snapshot)?;
+                let snapshot = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
+                print(mode, &snapshot)?;
+                feed_tx.send_replace(Some(Arc::new(snapshot)));
             }
             _ = &mut sleep_until_deadline => break,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = stop.notified() => break,
         }
     }
     // The last snapshot, with every event the ring still holds.
     drain(&mut events, &mut aggregator);
     aggregator.set_events_lost(probes.counters().events_lost);
-    let mut last = aggregator.snapshot(&info, &mut symbols, options.top, rfc3339_now());
+    let mut last = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
     last.target_exited = target_exited || !target.is_alive();
-    emit_or_stop(&output, &last)?;
+    print(mode, &last)?;
+    let keep_screen = last.target_exited;
+    feed_tx.send_replace(Some(Arc::new(last)));
+    // Detach before waiting on the user: the target owes us nothing now.
+    drop(events);
     drop(probes);
+    if let Some(tui) = tui {
+        if !keep_screen {
+            // Closing the feed tells the TUI to leave; when the target
+            // exited it stays up, showing the last data, until `q`.
+            drop(feed_tx);
+        }
+        let result = tokio::task::spawn_blocking(move || tui.join())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        match result {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::other("the terminal UI failed").into()),
+        }
+    }
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     Ok(())
 }
 
-fn emit_or_stop(output: &Output, snapshot: &Snapshot) -> io::Result<()> {
-    match output.emit(snapshot) {
-        // A closed pipe (`deferscope --json | head`) ends the session quietly.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+fn render_options(options: &Options, probes: &Probes, started: Instant, details: bool) -> RenderOptions {
+    let counters = probes.counters();
+    let probe_hits = probes
+        .attached()
+        .iter()
+        .map(|(function, probe)| ProbeHits { function: function.clone(), hits: counters.hits[*probe as usize] })
+        .collect();
+    RenderOptions {
+        time: rfc3339_now(),
+        top: options.top,
+        details,
+        now_ns: crate::target::monotonic_ns(),
+        leak_after_ns: u64::try_from(options.leak_after.as_nanos()).unwrap_or(u64::MAX),
+        trace_uptime_s: started.elapsed().as_secs_f64(),
+        probe_hits,
     }
 }
 
@@ -240,6 +335,3 @@ fn drain(events: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::Map
         }
     }
 }
-
-/// How long the caller should wait at most for the session to wind down.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -8,12 +8,13 @@ pub struct BinarySymbols {
     /// Runtime address − static address (PIE).
     bias: u64,
     call_sites: HashMap<u64, Option<Site>>,
+    exact_sites: HashMap<u64, Option<Site>>,
     functions: HashMap<u64, Option<String>>,
 }
 
 impl BinarySymbols {
     pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
-        Self { binary, bias, call_sites: HashMap::new(), functions: HashMap::new() }
+        Self { binary, bias, call_sites: HashMap::new(), exact_sites: HashMap::new(), functions: HashMap::new() }
     }
 }
 
@@ -25,6 +26,15 @@ impl Symbolizer for BinarySymbols {
             // The return address is past the CALL; one byte back is inside it
             // (what Go's own tracebacks do for caller frames).
             .or_insert_with(|| binary.symbolize(return_pc.wrapping_sub(bias).wrapping_sub(1)).map(Site::from))
+            .clone()
+    }
+
+    fn site_at(&mut self, pc: u64) -> Option<Site> {
+        // Keyed apart from return addresses: the same value can be both.
+        let (binary, bias) = (&self.binary, self.bias);
+        self.exact_sites
+            .entry(pc)
+            .or_insert_with(|| binary.symbolize(pc.wrapping_sub(bias)).map(Site::from))
             .clone()
     }
 

@@ -13,6 +13,7 @@
 //! - events stamped after are not, and are applied on top;
 //! - a goroutine with an event already applied at or after `t_start` keeps its
 //!   event-derived chain (the read may have raced with it).
+pub mod leaks;
 pub mod model;
 
 use std::collections::{HashMap, HashSet, hash_map::Entry};
@@ -28,6 +29,10 @@ pub trait Symbolizer {
     fn call_site(&mut self, return_pc: u64) -> Option<Site>;
     /// Name of the function at a runtime PC.
     fn function_at(&mut self, pc: u64) -> Option<String>;
+    /// Source line of a runtime PC itself (not a return address).
+    fn site_at(&mut self, pc: u64) -> Option<Site> {
+        self.call_site(pc.wrapping_add(1))
+    }
 }
 
 /// Whether a goroutine starting at `start_function` is one of the runtime's
@@ -59,6 +64,10 @@ struct GoroutineState {
     startpc: u64,
     parent_goid: Option<u64>,
     system: Option<bool>,
+    /// Stack PCs from the last memory read, innermost first.
+    stack: Vec<u64>,
+    /// The current block, while memory shows it waiting.
+    block: Option<leaks::Block>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,6 +86,23 @@ pub struct TargetInfo {
     pub probes: Vec<String>,
 }
 
+/// What a snapshot is rendered with, besides the aggregated state.
+#[derive(Clone, Debug, Default)]
+pub struct RenderOptions {
+    /// RFC 3339 time of the snapshot.
+    pub time: String,
+    /// Cap on the goroutine list.
+    pub top: Option<usize>,
+    /// Fill `stack` and `defer_chain` of each goroutine (TUI, `--stacks`).
+    pub details: bool,
+    /// CLOCK_MONOTONIC now, for block ages.
+    pub now_ns: u64,
+    /// `--leak-after`, in ns.
+    pub leak_after_ns: u64,
+    pub trace_uptime_s: f64,
+    pub probe_hits: Vec<model::ProbeHits>,
+}
+
 #[derive(Default)]
 pub struct Aggregator {
     goroutines: HashMap<u64, GoroutineState>,
@@ -86,6 +112,8 @@ pub struct Aggregator {
     exited: HashMap<u64, u64>,
     totals: Totals,
     wait_reasons: HashMap<u8, String>,
+    /// How long the last applied memory read took.
+    memory_read_s: f64,
 }
 
 impl Aggregator {
@@ -178,6 +206,7 @@ impl Aggregator {
     }
 
     pub fn apply_memory(&mut self, snapshot: &MemorySnapshot) {
+        self.memory_read_s = snapshot.t_end_ns.saturating_sub(snapshot.t_start_ns) as f64 / 1e9;
         let mut seen = HashSet::with_capacity(snapshot.goroutines.len());
         for gm in &snapshot.goroutines {
             if self.exited.contains_key(&gm.goid) {
@@ -190,6 +219,16 @@ impl Aggregator {
                 ..Default::default()
             });
             g.status = Some(gm.status);
+            g.block = matches!(gm.status, GoroutineStatus::Waiting | GoroutineStatus::Leaked).then(|| {
+                let signature = leaks::BlockSignature {
+                    wait_reason: gm.wait_reason,
+                    sched_pc: gm.sched_pc,
+                    sched_sp: gm.sched_sp,
+                    tracking_seq: gm.tracking_seq,
+                };
+                leaks::next_block(g.block, signature, snapshot.t_start_ns, gm.waitsince)
+            });
+            g.stack.clone_from(&gm.stack_pcs);
             g.wait_reason = gm.wait_reason;
             g.gopc = gm.gopc;
             g.startpc = gm.startpc;
@@ -243,49 +282,91 @@ impl Aggregator {
         &self.totals
     }
 
-    /// Renders the current state. `top` caps the goroutine list.
-    pub fn snapshot(&mut self, info: &TargetInfo, sym: &mut dyn Symbolizer, top: Option<usize>, time: String) -> Snapshot {
+    /// Renders the current state.
+    pub fn snapshot(&mut self, info: &TargetInfo, sym: &mut dyn Symbolizer, render: &RenderOptions) -> Snapshot {
         let mut system_cache: HashMap<u64, bool> = HashMap::new();
         let mut live = 0;
-        let mut rows: Vec<(&u64, &mut GoroutineState)> = self.goroutines.iter_mut().collect();
-        for (_, g) in rows.iter_mut() {
+        let wait_reasons = &self.wait_reasons;
+        // First pass, over every goroutine: what counts and what leaks (the
+        // `--top` cap applies to the listing only).
+        let mut derived: Vec<(u64, Derived)> = Vec::with_capacity(self.goroutines.len());
+        let mut groups: HashMap<(Option<Site>, Option<Site>, String), model::LeakGroup> = HashMap::new();
+        for (goid, g) in self.goroutines.iter_mut() {
             if g.system.is_none() && g.startpc != 0 {
                 let system = *system_cache
                     .entry(g.startpc)
                     .or_insert_with(|| sym.function_at(g.startpc).is_some_and(|f| is_system_start(&f)));
                 g.system = Some(system);
             }
-            if !g.system.unwrap_or(false) {
+            let system = g.system.unwrap_or(false);
+            if !system {
                 live += 1;
             }
+            let status = g.status.unwrap_or(GoroutineStatus::Runnable);
+            let waiting = matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Leaked);
+            let wait_reason = waiting.then(|| wait_reasons.get(&g.wait_reason).cloned()).flatten();
+            let blocked_for_ns = g.block.map(|b| render.now_ns.saturating_sub(b.since_ns));
+            let blocked_at = if waiting { blocking_site(&g.stack, sym) } else { None };
+            let leaked = !system
+                && wait_reason.as_deref().is_some_and(leaks::is_leak_wait_reason)
+                && blocked_for_ns.is_some_and(|ns| ns >= render.leak_after_ns);
+            // The main goroutine was "created" by the runtime's bootstrap;
+            // Go's own tracebacks print no creator for it either.
+            let created_by = (g.gopc != 0 && *goid != 1).then(|| sym.call_site(g.gopc)).flatten();
+            if leaked {
+                let blocked_s = blocked_for_ns.unwrap_or(0) as f64 / 1e9;
+                let reason = wait_reason.clone().unwrap_or_default();
+                let group = groups.entry((created_by.clone(), blocked_at.clone(), reason.clone())).or_insert_with(|| {
+                    model::LeakGroup {
+                        created_by: created_by.clone(),
+                        blocked_at: blocked_at.clone(),
+                        wait_reason: reason,
+                        count: 0,
+                        oldest_blocked_s: 0.0,
+                        sample_goids: Vec::new(),
+                    }
+                });
+                group.count += 1;
+                group.oldest_blocked_s = group.oldest_blocked_s.max(blocked_s);
+                group.sample_goids.push(*goid);
+            }
+            derived.push((*goid, Derived { status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system }));
         }
         self.totals.goroutines_live = live;
-        self.totals.goroutines_total = rows.len() as u64;
-        rows.sort_by(|a, b| b.1.sites.len().cmp(&a.1.sites.len()).then(a.0.cmp(b.0)));
-        let limit = top.unwrap_or(usize::MAX);
-        let wait_reasons = &self.wait_reasons;
-        let goroutines = rows
-            .into_iter()
-            .take(limit)
-            .map(|(goid, g)| {
-                let status = g.status.unwrap_or(GoroutineStatus::Runnable);
-                GoroutineView {
-                    goid: *goid,
-                    state: status.as_str().to_owned(),
-                    wait_reason: matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Leaked)
-                        .then(|| wait_reasons.get(&g.wait_reason).cloned())
-                        .flatten(),
-                    defer_depth: g.sites.len() as u64,
-                    max_defer_depth: g.max_depth,
-                    top_defer_site: g.sites.last().and_then(|&pc| sym.call_site(pc)),
-                    created_by: (g.gopc != 0).then(|| sym.call_site(g.gopc)).flatten(),
-                    start_function: (g.startpc != 0).then(|| sym.function_at(g.startpc)).flatten(),
-                    parent_goid: g.parent_goid,
-                    system: g.system.unwrap_or(false),
-                    depth_exact: g.depth_exact,
-                }
-            })
-            .collect();
+        self.totals.goroutines_total = derived.len() as u64;
+        let mut leak_groups: Vec<model::LeakGroup> = groups.into_values().collect();
+        for group in &mut leak_groups {
+            group.sample_goids.sort_unstable();
+            group.sample_goids.truncate(10);
+        }
+        leak_groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_blocked_s.total_cmp(&a.oldest_blocked_s)));
+        self.totals.goroutines_leaked = leak_groups.iter().map(|g| g.count).sum();
+
+        let depth_of = |goid: &u64| self.goroutines.get(goid).map_or(0, |g| g.sites.len());
+        derived.sort_by(|a, b| depth_of(&b.0).cmp(&depth_of(&a.0)).then(a.0.cmp(&b.0)));
+        let limit = render.top.unwrap_or(usize::MAX);
+        let mut goroutines = Vec::with_capacity(derived.len().min(limit));
+        for (goid, d) in derived.into_iter().take(limit) {
+            let Some(g) = self.goroutines.get(&goid) else { continue };
+            goroutines.push(GoroutineView {
+                goid,
+                state: d.status.as_str().to_owned(),
+                wait_reason: d.wait_reason,
+                defer_depth: g.sites.len() as u64,
+                max_defer_depth: g.max_depth,
+                top_defer_site: g.sites.last().and_then(|&pc| sym.call_site(pc)),
+                created_by: d.created_by,
+                start_function: (g.startpc != 0).then(|| sym.function_at(g.startpc)).flatten(),
+                parent_goid: g.parent_goid,
+                system: d.system,
+                depth_exact: g.depth_exact,
+                blocked_for_s: d.blocked_for_ns.map(|ns| ns as f64 / 1e9),
+                blocked_at: d.blocked_at,
+                leaked: d.leaked,
+                stack: render.details.then(|| symbolize_stack(&g.stack, sym)),
+                defer_chain: render.details.then(|| defer_chain(&g.sites, sym)),
+            });
+        }
         let mut sites: Vec<(u64, SiteStats)> = self.sites.iter().map(|(pc, s)| (*pc, *s)).collect();
         sites.sort_by(|a, b| b.1.live.cmp(&a.1.live).then(b.1.pushed.cmp(&a.1.pushed)).then(a.0.cmp(&b.0)));
         // Several return addresses can share one source line (e.g. a defer
@@ -293,11 +374,7 @@ impl Aggregator {
         let mut merged: Vec<DeferSiteView> = Vec::new();
         let mut index: HashMap<Site, usize> = HashMap::new();
         for (pc, stats) in sites {
-            let site = sym.call_site(pc).unwrap_or_else(|| Site {
-                function: format!("{pc:#x}"),
-                file: String::new(),
-                line: 0,
-            });
+            let site = sym.call_site(pc).unwrap_or_else(|| Site::new(&format!("{pc:#x}"), "", 0));
             match index.entry(site) {
                 Entry::Occupied(e) => {
                     let view = &mut merged[*e.get()];
@@ -319,7 +396,7 @@ impl Aggregator {
         }
         merged.sort_by(|a, b| b.live.cmp(&a.live).then(b.pushed.cmp(&a.pushed)));
         Snapshot {
-            time,
+            time: render.time.clone(),
             pid: info.pid,
             exe: info.exe.clone(),
             go_version: info.go_version.clone(),
@@ -328,9 +405,57 @@ impl Aggregator {
             totals: self.totals.clone(),
             goroutines,
             defer_sites: merged,
+            leaks: leak_groups,
+            leak_after_s: render.leak_after_ns as f64 / 1e9,
+            probe_hits: render.probe_hits.clone(),
+            trace_uptime_s: render.trace_uptime_s,
+            memory_read_s: self.memory_read_s,
             target_exited: false,
         }
     }
+}
+
+/// What the first rendering pass works out per goroutine.
+struct Derived {
+    status: GoroutineStatus,
+    wait_reason: Option<String>,
+    blocked_for_ns: Option<u64>,
+    blocked_at: Option<Site>,
+    leaked: bool,
+    created_by: Option<Site>,
+    system: bool,
+}
+
+/// The innermost frame of a blocked goroutine outside the blocking
+/// machinery (runtime, sync): the line a user would look at.
+fn blocking_site(stack: &[u64], sym: &mut dyn Symbolizer) -> Option<Site> {
+    stack.iter().enumerate().find_map(|(i, &pc)| {
+        let site = if i == 0 { sym.site_at(pc) } else { sym.call_site(pc) }?;
+        (!leaks::is_blocking_machinery(&site.function)).then_some(site)
+    })
+}
+
+fn symbolize_stack(stack: &[u64], sym: &mut dyn Symbolizer) -> Vec<Site> {
+    stack
+        .iter()
+        .enumerate()
+        .map(|(i, &pc)| {
+            let site = if i == 0 { sym.site_at(pc) } else { sym.call_site(pc) };
+            site.unwrap_or_else(|| Site::new(&format!("{pc:#x}"), "", 0))
+        })
+        .collect()
+}
+
+/// A chain grouped into runs of the same site, newest first.
+fn defer_chain(sites_oldest_first: &[u64], sym: &mut dyn Symbolizer) -> Vec<model::DeferChainEntry> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &pc in sites_oldest_first.iter().rev() {
+        match runs.last_mut() {
+            Some((last, count)) if *last == pc => *count += 1,
+            _ => runs.push((pc, 1)),
+        }
+    }
+    runs.into_iter().map(|(pc, count)| model::DeferChainEntry { site: sym.call_site(pc), count }).collect()
 }
 
 #[cfg(test)]

@@ -1,21 +1,30 @@
 //! The snapshot: what every output (JSON, text view, TUI, /metrics) shows.
 //!
 //! Its JSON form is a public contract: keep field names, add freely.
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::gobin::SourceLine;
 
-/// A source position as shown to users.
+/// A source position as shown to users. Shared strings: the same site shows
+/// up in many goroutines, stacks and snapshots, and clones must be cheap.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Site {
-    pub function: String,
-    pub file: String,
+    pub function: Arc<str>,
+    pub file: Arc<str>,
     pub line: u32,
+}
+
+impl Site {
+    pub fn new(function: &str, file: &str, line: u32) -> Self {
+        Self { function: function.into(), file: file.into(), line }
+    }
 }
 
 impl From<SourceLine> for Site {
     fn from(s: SourceLine) -> Self {
-        Self { function: s.function, file: s.file, line: s.line }
+        Self::new(&s.function, &s.file, s.line)
     }
 }
 
@@ -43,6 +52,8 @@ pub struct Totals {
     pub events: u64,
     /// Events the probes could not deliver (ring buffer full). Never hidden.
     pub events_lost: u64,
+    /// Goroutines in `leaks`.
+    pub goroutines_leaked: u64,
     /// Pops seen for a goroutine whose chain deferscope believed empty: a
     /// sign of lost events; the goroutine is resynchronised from memory.
     pub unmatched_pops: u64,
@@ -69,12 +80,52 @@ pub struct GoroutineView {
     /// Whether the depth is known exactly: false until a consistent memory
     /// read or after lost events.
     pub depth_exact: bool,
+    /// How long it has been blocked without running, as far as deferscope
+    /// can tell (since it first saw it blocked at the same place).
+    pub blocked_for_s: Option<f64>,
+    /// Innermost frame outside the runtime of a blocked goroutine's stack.
+    pub blocked_at: Option<Site>,
+    /// Blocked on a concurrency primitive for at least `--leak-after`
+    /// without making progress.
+    pub leaked: bool,
+    /// Symbolised stack, innermost first (only when asked for: TUI, `--stacks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Vec<Site>>,
+    /// The defer chain grouped by site, newest site first (only when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defer_chain: Option<Vec<DeferChainEntry>>,
+}
+
+/// A run of records from one site in a goroutine's chain.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeferChainEntry {
+    pub site: Option<Site>,
+    pub count: u64,
+}
+
+/// Leaked goroutines with the same story.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LeakGroup {
+    pub created_by: Option<Site>,
+    pub blocked_at: Option<Site>,
+    pub wait_reason: String,
+    pub count: u64,
+    pub oldest_blocked_s: f64,
+    /// Some of the goroutines (at most 10), for drilling down.
+    pub sample_goids: Vec<u64>,
+}
+
+/// Hits of one probe since attach (the tracer's own cost).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProbeHits {
+    pub function: String,
+    pub hits: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeferSiteView {
-    pub function: String,
-    pub file: String,
+    pub function: Arc<str>,
+    pub file: Arc<str>,
     pub line: u32,
     /// Pushes seen while traced.
     pub pushed: u64,
@@ -97,6 +148,16 @@ pub struct Snapshot {
     pub goroutines: Vec<GoroutineView>,
     /// Defer call sites, most live records first.
     pub defer_sites: Vec<DeferSiteView>,
+    /// Leak groups, biggest first.
+    pub leaks: Vec<LeakGroup>,
+    /// The `--leak-after` threshold in seconds.
+    pub leak_after_s: f64,
+    /// Probe hits since attach, per attached probe.
+    pub probe_hits: Vec<ProbeHits>,
+    /// Seconds since deferscope attached.
+    pub trace_uptime_s: f64,
+    /// Seconds the last read of the target's goroutines took.
+    pub memory_read_s: f64,
     /// Set on the last snapshot when the target exited.
     pub target_exited: bool,
 }

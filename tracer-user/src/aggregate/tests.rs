@@ -5,7 +5,13 @@ struct FakeSymbols;
 
 impl Symbolizer for FakeSymbols {
     fn call_site(&mut self, pc: u64) -> Option<Site> {
-        Some(Site { function: "main.work".into(), file: "/src/main.go".into(), line: pc as u32 })
+        // PCs from 0x9000 are user code called "main.blocker"; below 0x1000
+        // "runtime.gopark"; the rest "main.work" with line = pc.
+        Some(match pc {
+            0x9000.. => Site::new("main.blocker", "/src/main.go", 900),
+            0x400..=0x5ff => Site::new("runtime.gopark", "/go/src/runtime/proc.go", 400),
+            _ => Site::new("main.work", "/src/main.go", pc as u32),
+        })
     }
     fn function_at(&mut self, pc: u64) -> Option<String> {
         Some(if pc == 0xdead { "runtime.bgsweep".into() } else { "main.worker".into() })
@@ -35,6 +41,8 @@ fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> GoroutineMe
         defer_sites: sites_newest_first.to_vec(),
         consistent,
         chain_truncated: false,
+        tracking_seq: Some(1),
+        stack_pcs: vec![0x500, 0x9000],
     }
 }
 
@@ -43,7 +51,12 @@ fn snap(t_start: u64, t_end: u64, gs: Vec<GoroutineMemory>) -> MemorySnapshot {
 }
 
 fn render(agg: &mut Aggregator) -> Snapshot {
-    agg.snapshot(&TargetInfo::default(), &mut FakeSymbols, None, String::new())
+    render_at(agg, 0, u64::MAX)
+}
+
+fn render_at(agg: &mut Aggregator, now_ns: u64, leak_after_ns: u64) -> Snapshot {
+    let options = RenderOptions { details: true, now_ns, leak_after_ns, ..Default::default() };
+    agg.snapshot(&TargetInfo::default(), &mut FakeSymbols, &options)
 }
 
 fn depth_of(s: &Snapshot, goid: u64) -> Option<u64> {
@@ -174,4 +187,79 @@ fn sites_with_the_same_line_merge_and_sort_by_live() {
     assert_eq!(s.defer_sites.len(), 2);
     assert_eq!((s.defer_sites[0].line, s.defer_sites[0].pushed, s.defer_sites[0].live), (9, 2, 2));
     assert_eq!((s.defer_sites[1].line, s.defer_sites[1].pushed, s.defer_sites[1].live), (4, 1, 0));
+}
+
+#[test]
+fn defer_chain_groups_runs_newest_first() {
+    let mut agg = Aggregator::new(&[]);
+    agg.apply_memory(&snap(0, 1, vec![mem_g(1, &[7, 7, 5, 7], true)]));
+    let s = render(&mut agg);
+    let chain = s.goroutines[0].defer_chain.as_ref().expect("details");
+    let runs: Vec<(u32, u64)> = chain.iter().map(|e| (e.site.as_ref().map_or(0, |s| s.line), e.count)).collect();
+    assert_eq!(runs, vec![(7, 2), (5, 1), (7, 1)]);
+}
+
+#[test]
+fn blocked_goroutines_leak_after_the_threshold_and_group() {
+    let mut agg = Aggregator::new(&[(14, "chan receive".into()), (19, "sleep".into())]);
+    let blocked = |goid| mem_g(goid, &[], true);
+    let mut sleeper = mem_g(3, &[], true);
+    sleeper.wait_reason = 19;
+    let reads = |t| snap(t, t + 1, vec![blocked(1), blocked(2), sleeper.clone()]);
+    agg.apply_memory(&reads(1_000));
+    let s = render_at(&mut agg, 1_500, 1_000);
+    assert!(s.leaks.is_empty(), "not blocked long enough yet");
+    agg.apply_memory(&reads(2_000));
+    let s = render_at(&mut agg, 2_500, 1_000);
+    assert_eq!(s.leaks.len(), 1);
+    let group = &s.leaks[0];
+    assert_eq!((group.count, group.wait_reason.as_str()), (2, "chan receive"));
+    assert_eq!(group.blocked_at.as_ref().map(|s| s.line), Some(900), "innermost non-runtime frame");
+    assert_eq!(group.created_by.as_ref().map(|s| s.line), Some(7));
+    assert_eq!(group.sample_goids, vec![1, 2]);
+    assert!((group.oldest_blocked_s - 1.5e-6).abs() < 1e-9);
+    assert_eq!(s.totals.goroutines_leaked, 2);
+    let sleeper_view = s.goroutines.iter().find(|g| g.goid == 3).expect("sleeper");
+    assert!(!sleeper_view.leaked, "sleeping is never a leak");
+    assert_eq!(sleeper_view.blocked_for_s, Some(1.5e-6));
+}
+
+#[test]
+fn a_goroutine_that_ran_between_reads_is_not_leaked() {
+    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let mut consumer = mem_g(1, &[], true);
+    agg.apply_memory(&snap(1_000, 1_001, vec![consumer.clone()]));
+    consumer.tracking_seq = Some(2);
+    agg.apply_memory(&snap(2_000, 2_001, vec![consumer.clone()]));
+    let s = render_at(&mut agg, 2_500, 1_000);
+    assert!(s.leaks.is_empty());
+    assert_eq!(s.goroutines[0].blocked_for_s, Some(500e-9));
+    // Unchanged from then on: it leaks once the threshold passes.
+    agg.apply_memory(&snap(3_100, 3_101, vec![consumer]));
+    assert_eq!(render_at(&mut agg, 3_100, 1_000).totals.goroutines_leaked, 1);
+}
+
+#[test]
+fn waitsince_ages_goroutines_blocked_before_attach() {
+    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let mut old = mem_g(1, &[], true);
+    old.waitsince = 10;
+    agg.apply_memory(&snap(5_000, 5_001, vec![old]));
+    let s = render_at(&mut agg, 5_010, 4_000);
+    assert_eq!(s.totals.goroutines_leaked, 1, "blocked since 10 ns, now 5010 ns");
+}
+
+#[test]
+fn unblocked_goroutines_leave_the_leak_report() {
+    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let g = mem_g(1, &[], true);
+    agg.apply_memory(&snap(0, 1, vec![g.clone()]));
+    agg.apply_memory(&snap(10, 11, vec![g.clone()]));
+    assert_eq!(render_at(&mut agg, 20, 5).totals.goroutines_leaked, 1);
+    let mut running = g;
+    running.status = GoroutineStatus::Runnable;
+    agg.apply_memory(&snap(30, 31, vec![running]));
+    let s = render_at(&mut agg, 40, 5);
+    assert_eq!(s.totals.goroutines_leaked, 0);
+    assert!(s.leaks.is_empty());
 }

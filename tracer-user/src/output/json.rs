@@ -30,14 +30,24 @@ mod tests {
                 wait_reason: Some("chan receive".into()),
                 defer_depth: 3,
                 max_defer_depth: 10,
-                top_defer_site: Some(Site { function: "main.work".into(), file: "/a/main.go".into(), line: 42 }),
+                top_defer_site: Some(Site::new("main.work", "/a/main.go", 42)),
                 created_by: None,
                 start_function: None,
                 parent_goid: None,
                 system: false,
                 depth_exact: true,
+                blocked_for_s: None,
+                blocked_at: None,
+                leaked: false,
+                stack: None,
+                defer_chain: None,
             }],
             defer_sites: vec![],
+            leaks: vec![],
+            leak_after_s: 30.0,
+            probe_hits: vec![],
+            trace_uptime_s: 1.0,
+            memory_read_s: 0.01,
             target_exited: false,
         };
         let mut buf = Vec::new();
@@ -56,5 +66,6 @@ mod tests {
         assert_eq!(g["wait_reason"], "chan receive");
         assert!(g["created_by"].is_null());
         assert_eq!(g["max_defer_depth"], 10);
+        assert!(g.get("stack").is_none(), "stacks are only serialised when asked for");
     }
 }

@@ -95,8 +95,8 @@ pub struct ProbeCounters {
 
 pub struct Probes {
     ebpf: Ebpf,
-    /// Function names with at least one probe attached, in plan order.
-    attached: Vec<String>,
+    /// Functions with at least one probe attached, in plan order.
+    attached: Vec<(String, ProbeId)>,
 }
 
 impl Probes {
@@ -159,12 +159,17 @@ impl Probes {
                 }
             };
             attach_points(&mut ebpf, planned.probe, function, &points, target, pid)?;
-            attached.push(function.to_owned());
+            attached.push((function.to_owned(), planned.probe));
         }
         Ok(Self { ebpf, attached })
     }
 
-    pub fn attached_functions(&self) -> &[String] {
+    /// Names of the runtime functions with a probe attached.
+    pub fn attached_functions(&self) -> Vec<String> {
+        self.attached.iter().map(|(f, _)| f.clone()).collect()
+    }
+
+    pub fn attached(&self) -> &[(String, ProbeId)] {
         &self.attached
     }
 

@@ -9,7 +9,7 @@ use crate::{
     gobin::RuntimeLayout,
     target::{
         memory::{MemoryError, ProcessMemory, field_u8, field_u32, field_u64},
-        monotonic_ns,
+        monotonic_ns, stack,
     },
 };
 
@@ -103,6 +103,12 @@ pub struct GoroutineMemory {
     pub consistent: bool,
     /// The walk stopped at the safety bound or at an unreadable record.
     pub chain_truncated: bool,
+    /// `g.trackingSeq`: bumped by the runtime every time the goroutine stops
+    /// running, so a change between two reads proves it ran in between.
+    pub tracking_seq: Option<u8>,
+    /// Stack PCs innermost first, for goroutines that are not running
+    /// (empty otherwise). See `stack::unwind`.
+    pub stack_pcs: Vec<u64>,
 }
 
 impl GoroutineMemory {
@@ -207,6 +213,16 @@ impl MemoryWalker {
                 && !status.may_change_chain()
         };
         let sched = l.g_sched;
+        let sched_pc = field_u64(&before, sched + l.gobuf_pc).unwrap_or(0);
+        let sched_bp = field_u64(&before, sched + l.gobuf_bp).unwrap_or(0);
+        let stack_lo = field_u64(&before, l.g_stack_lo).unwrap_or(0);
+        let stack_hi = field_u64(&before, l.g_stack_hi).unwrap_or(0);
+        // Only a goroutine that is off-CPU has meaningful saved registers.
+        let stack_pcs = if matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Runnable | GoroutineStatus::Preempted | GoroutineStatus::Leaked) {
+            stack::unwind(&self.mem, sched_pc, sched_bp, stack_lo, stack_hi)
+        } else {
+            Vec::new()
+        };
         Ok(Some(GoroutineMemory {
             goid,
             g_addr,
@@ -217,14 +233,16 @@ impl MemoryWalker {
             startpc: field_u64(&before, l.g_startpc).unwrap_or(0),
             parent_goid: l.g_parent_goid.and_then(|off| field_u64(&before, off)),
             sched_sp: field_u64(&before, sched + l.gobuf_sp).unwrap_or(0),
-            sched_pc: field_u64(&before, sched + l.gobuf_pc).unwrap_or(0),
-            sched_bp: field_u64(&before, sched + l.gobuf_bp).unwrap_or(0),
+            sched_pc,
+            sched_bp,
             sched_lr: field_u64(&before, sched + l.gobuf_lr).unwrap_or(0),
-            stack_lo: field_u64(&before, l.g_stack_lo).unwrap_or(0),
-            stack_hi: field_u64(&before, l.g_stack_hi).unwrap_or(0),
+            stack_lo,
+            stack_hi,
             defer_sites,
             consistent: consistent && !chain_truncated,
             chain_truncated,
+            tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(&before, off)),
+            stack_pcs,
         }))
     }
 

@@ -3,6 +3,7 @@
 pub mod goroutines;
 pub mod memory;
 pub mod process;
+pub mod stack;
 
 pub use goroutines::{GoroutineMemory, GoroutineStatus, MemorySnapshot, MemoryWalker};
 pub use memory::ProcessMemory;

@@ -1,0 +1,3 @@
+module deferscope.test/demo
+
+go 1.19
