@@ -1,0 +1,3 @@
+module deferscope.test/metrics
+
+go 1.19

@@ -1,0 +1,171 @@
+//! The Prometheus exporter, end to end: a Go program with a known number of
+//! leaked goroutines and a known deep defer chain, deferscope attached
+//! headless with `--metrics-addr`, and a real Prometheus server scraping it,
+//! queried over its HTTP API. Plus `promtool` checks of the shipped alert
+//! rules.
+use deferscope_integration::{
+    prometheus::{MetricsExporter, Prometheus, http_get, promtool_bin, promtool_check_rules},
+    *,
+};
+use serde_json::Value;
+
+const JOB: &str = "deferscope";
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The newest Go toolchain of the matrix: the exporter does not depend on
+/// the Go version (the defer-depth tests cover the matrix).
+fn newest_toolchain() -> Toolchain {
+    toolchains().expect("toolchains").into_iter().max_by_key(Toolchain::minor).expect("a toolchain")
+}
+
+/// Escapes a path for a PromQL regex inside a double-quoted string.
+fn regex_quote(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn prometheus_scrapes_leaks_and_defer_depth() {
+    if !require_root("prometheus_scrapes_leaks_and_defer_depth") {
+        return;
+    }
+    let tc = newest_toolchain();
+    eprintln!("== prometheus exporter with {}", tc.full);
+    if let Err(e) = run(&tc) {
+        panic!("prometheus exporter with {}: {e:#}", tc.full);
+    }
+}
+
+fn run(tc: &Toolchain) -> anyhow::Result<()> {
+    let deep_line = marker_line("metrics", "SITE:deep");
+    let recv_line = marker_line("metrics", "BLOCK:recv");
+    let go_recv_line = marker_line("metrics", "GO:recv");
+    let main_go = regex_quote(&workspace_root().join("tests/go/metrics/main.go").display().to_string());
+
+    let binary = build_go("metrics", tc, &[])?;
+    let mut program = GoProgram::start(&binary)?;
+    let ready = program.expect("ready")?;
+    let (leaked, leaked_recv, leaked_send) =
+        (as_u64(&ready["leaked"]), as_u64(&ready["leaked_recv"]), as_u64(&ready["leaked_send"]));
+    let deep_depth = as_u64(&ready["deep_depth"]);
+
+    // Top 1: the two leak groups (25 receivers, 10 senders) become one
+    // group plus "other", exercising the cap end to end.
+    let mut exporter = MetricsExporter::attach(
+        program.pid,
+        &["--leak-after", "1s", "--interval", "200ms", "--metrics-top-sites", "1"],
+    )?;
+
+    // The endpoint itself: OpenMetrics, once the first snapshot is in.
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    let metrics = loop {
+        exporter.check_running()?;
+        let r = http_get(exporter.addr, "/metrics")?;
+        anyhow::ensure!(r.status == 200, "GET /metrics: HTTP {}: {}", r.status, r.body);
+        if r.body.contains("deferscope_up{") {
+            break r;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no snapshot on /metrics within {STEP_TIMEOUT:?}: {}",
+            r.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(metrics.header("content-type"), Some("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
+    let index = http_get(exporter.addr, "/")?;
+    assert!(index.status == 200 && index.body.contains("/metrics"), "GET /: {index:?}");
+
+    let prometheus = Prometheus::start(exporter.addr, JOB)?;
+    eprintln!("   prometheus on {} scraping deferscope on {}", prometheus.addr, exporter.addr);
+
+    // Scraped, and healthy.
+    prometheus.wait_value(&format!(r#"up{{job="{JOB}"}}"#), 1.0)?;
+    prometheus.wait_value(&format!(r#"deferscope_up{{job="{JOB}"}}"#), 1.0)?;
+    let up = prometheus.query(&format!(r#"deferscope_up{{job="{JOB}"}}"#))?;
+    assert_eq!(up[0].label("pid"), Some(program.pid.to_string().as_str()), "{up:?}");
+    assert_eq!(up[0].label("exe"), Some("metrics"), "{up:?}");
+    prometheus.wait_for("probe hits", |p| {
+        match p.value(&format!(r#"count(deferscope_probe_hits_total{{job="{JOB}"}})"#)) {
+            Ok(Some(n)) if n >= 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })?;
+
+    // The deep chain: exact depth, and its site.
+    prometheus.wait_value(&format!(r#"max(deferscope_defer_depth_max{{job="{JOB}"}})"#), deep_depth as f64)?;
+    let site = format!(r#"deferscope_defer_site_live{{job="{JOB}",site=~"main\\.deep {main_go}:{deep_line}"}}"#);
+    prometheus.wait_value(&site, deep_depth as f64)?;
+    prometheus.wait_for("the depth histogram", |p| {
+        let q = format!(r#"sum(deferscope_goroutine_defer_depth_bucket{{job="{JOB}",le="1024.0"}}) < sum(deferscope_goroutine_defer_depth_bucket{{job="{JOB}",le="2048.0"}})"#);
+        match p.value(&q) {
+            Ok(Some(_)) => Ok(()),
+            other => Err(format!("{q}: {other:?}")),
+        }
+    })?;
+
+    // Leaks: needs the aggregator's leak detection (--leak-after 1s).
+    exporter.check_running()?;
+    prometheus.wait_value(&format!(r#"sum(deferscope_goroutines_leaked{{job="{JOB}"}})"#), leaked as f64)?;
+    prometheus.wait_value(&format!(r#"count(deferscope_goroutines_leaked{{job="{JOB}"}})"#), 2.0)?;
+    let receivers = format!(
+        r#"deferscope_goroutines_leaked{{job="{JOB}",wait_reason="chan receive",blocked_at=~"main\\.receiver {main_go}:{recv_line}",created_by=~"main\\.main {main_go}:{go_recv_line}"}}"#
+    );
+    prometheus.wait_value(&receivers, leaked_recv as f64)?;
+    let other = format!(
+        r#"deferscope_goroutines_leaked{{job="{JOB}",wait_reason="other",created_by="other",blocked_at="other"}}"#
+    );
+    prometheus.wait_value(&other, leaked_send as f64)?;
+
+    // The target exits: deferscope follows, and Prometheus sees it go.
+    program.wait_exit()?;
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        match exporter.check_running() {
+            Err(_) => break,
+            Ok(()) if std::time::Instant::now() > deadline => {
+                anyhow::bail!("deferscope still running after the target exited")
+            }
+            Ok(()) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    prometheus.wait_value(&format!(r#"up{{job="{JOB}"}}"#), 0.0)?;
+    Ok(())
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    if promtool_bin().is_err() {
+        eprintln!(
+            "SKIPPED (needs promtool, from Debian's prometheus package: cargo xtask setup): alert_rules_pass_promtool"
+        );
+        println!("SKIPPED (needs promtool): alert_rules_pass_promtool");
+        return;
+    }
+    let rules = workspace_root().join("deploy/prometheus/deferscope-alerts.yml");
+    let out = promtool_check_rules(&rules).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(out.contains("SUCCESS"), "{out}");
+    // And they fire when they should: promtool's rule unit tests.
+    let tests = workspace_root().join("deploy/prometheus/deferscope-alerts.test.yml");
+    let output = std::process::Command::new(promtool_bin().expect("promtool"))
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("running promtool test rules");
+    assert!(
+        output.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,366 @@
+//! Snapshot → OpenMetrics families, encoded by `prometheus-client` on each
+//! scrape straight from the latest snapshot.
+//!
+//! Encoding from the snapshot (rather than keeping registered metrics up to
+//! date) means a series exists exactly as long as its group does: goroutine
+//! states, leak groups and defer sites that vanish are simply not emitted
+//! any more, never left stale.
+//!
+//! The only state kept between scrapes is what keeps counters monotonic:
+//! the highest value emitted per counter series, and the pushes of sites
+//! while they were folded into `site="other"` (so that `other` never goes
+//! down when a site moves into the top N).
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Unit,
+};
+
+use crate::{
+    aggregate::model::{GoroutineView, Site, Snapshot},
+    session::SnapshotFeed,
+};
+
+/// Label value of the series that folds everything beyond the top N.
+pub const OTHER: &str = "other";
+
+/// Label value for a site deferscope could not symbolise.
+const UNKNOWN: &str = "unknown";
+
+/// Upper bounds of the defer-depth histogram: 0, 1, 2, 4, ..., 65536 (+Inf
+/// is added by the encoder's bucket list).
+pub fn depth_buckets() -> Vec<f64> {
+    std::iter::once(0.0).chain((0..=16).map(|i| f64::from(1u32 << i))).collect()
+}
+
+/// States always emitted (0 when empty) so that alerts on them do not see
+/// an absent series; others appear when some goroutine is in them.
+const STATES: [&str; 4] = ["running", "runnable", "syscall", "waiting"];
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Encodes the latest snapshot of `feed` on each scrape.
+pub struct SnapshotCollector {
+    feed: SnapshotFeed,
+    top: usize,
+    counters: Mutex<CounterState>,
+}
+
+impl std::fmt::Debug for SnapshotCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCollector").field("top", &self.top).finish_non_exhaustive()
+    }
+}
+
+impl SnapshotCollector {
+    /// `top`: at most this many `site` series and leak groups, the rest
+    /// folded into `other`.
+    pub fn new(feed: SnapshotFeed, top: usize) -> Self {
+        Self { feed, top, counters: Mutex::new(CounterState::default()) }
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        // Clone the Arc and release the watch lock before encoding.
+        let Some(snapshot) = self.feed.borrow().clone() else {
+            // Nothing to say before the first snapshot.
+            return Ok(());
+        };
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        encode_snapshot(encoder, &snapshot, self.top, &mut counters)
+    }
+}
+
+/// What keeps counters monotonic across scrapes.
+#[derive(Debug, Default)]
+pub struct CounterState {
+    /// Highest value emitted per counter series (metric name + labels).
+    emitted: HashMap<String, u64>,
+    /// Last `pushed` seen per site label.
+    site_pushed: HashMap<Arc<str>, u64>,
+    /// Pushes seen while their site was folded into `other`.
+    other_pushed: u64,
+}
+
+impl CounterState {
+    /// `value`, or the highest value this series had, whichever is larger.
+    fn monotonic(&mut self, metric: &str, labels: &[(&'static str, String)], value: u64) -> u64 {
+        let mut key = String::from(metric);
+        for (k, v) in labels {
+            key.push('\u{0}');
+            key.push_str(k);
+            key.push('=');
+            key.push_str(v);
+        }
+        let slot = self.emitted.entry(key).or_insert(0);
+        *slot = (*slot).max(value);
+        *slot
+    }
+}
+
+fn site_label(site: Option<&Site>) -> String {
+    site.map_or_else(|| UNKNOWN.to_owned(), Site::to_string)
+}
+
+fn with(base: &Labels, extra: &[(&'static str, String)]) -> Labels {
+    let mut labels = base.clone();
+    labels.extend(extra.iter().cloned());
+    labels
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in series {
+        metric.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(value, None)?;
+    }
+    Ok(())
+}
+
+fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Labels, V)],
+) -> Result<(), std::fmt::Error> {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        metric.encode_family(labels)?.encode_gauge(value)?;
+    }
+    Ok(())
+}
+
+/// A defer site's numbers, keyed by its `function file:line` label.
+struct SiteRow {
+    label: Arc<str>,
+    pushed: u64,
+    live: u64,
+}
+
+/// Sites merged by label, ranked by activity (pushes seen plus records live
+/// now), ties by label so the order is stable.
+fn ranked_sites(snapshot: &Snapshot) -> Vec<SiteRow> {
+    let mut rows: Vec<SiteRow> = Vec::with_capacity(snapshot.defer_sites.len());
+    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
+    for s in &snapshot.defer_sites {
+        let label: Arc<str> = format!("{} {}:{}", s.function, s.file, s.line).into();
+        match index.entry(label) {
+            Entry::Occupied(e) => {
+                let row = &mut rows[*e.get()];
+                row.pushed += s.pushed;
+                row.live += s.live;
+            }
+            Entry::Vacant(e) => {
+                rows.push(SiteRow { label: e.key().clone(), pushed: s.pushed, live: s.live });
+                e.insert(rows.len() - 1);
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        (b.pushed.saturating_add(b.live)).cmp(&a.pushed.saturating_add(a.live)).then_with(|| a.label.cmp(&b.label))
+    });
+    rows
+}
+
+/// Leak groups by label set (groups sharing one are summed), biggest first,
+/// the ones beyond `top` folded into one `other` series.
+fn leak_series(snapshot: &Snapshot, top: usize) -> Vec<([String; 3], u64)> {
+    let mut groups: Vec<([String; 3], u64)> = Vec::new();
+    let mut index: HashMap<[String; 3], usize> = HashMap::new();
+    for g in &snapshot.leaks {
+        let key = [g.wait_reason.clone(), site_label(g.created_by.as_ref()), site_label(g.blocked_at.as_ref())];
+        match index.entry(key) {
+            Entry::Occupied(e) => groups[*e.get()].1 += g.count,
+            Entry::Vacant(e) => {
+                groups.push((e.key().clone(), g.count));
+                e.insert(groups.len() - 1);
+            }
+        }
+    }
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if groups.len() > top {
+        let folded: u64 = groups[top..].iter().map(|g| g.1).sum();
+        groups.truncate(top);
+        groups.push(([OTHER.to_owned(), OTHER.to_owned(), OTHER.to_owned()], folded));
+    }
+    groups
+}
+
+/// Every family of one snapshot. Pure but for `counters`.
+pub fn encode_snapshot(
+    mut encoder: DescriptorEncoder<'_>,
+    snapshot: &Snapshot,
+    top: usize,
+    counters: &mut CounterState,
+) -> Result<(), std::fmt::Error> {
+    let e = &mut encoder;
+    let base: Labels = vec![("pid", snapshot.pid.to_string()), ("exe", snapshot.exe.clone())];
+    let t = &snapshot.totals;
+    let user: Vec<&GoroutineView> = snapshot.goroutines.iter().filter(|g| !g.system).collect();
+
+    gauge(
+        e,
+        "deferscope_up",
+        "1 while deferscope is attached to the target, 0 once the target exited.",
+        None,
+        &[(base.clone(), i64::from(!snapshot.target_exited))],
+    )?;
+    {
+        let mut metric = e.encode_descriptor("deferscope_target", "The traced Go program.", None, MetricType::Info)?;
+        metric.encode_info(&with(
+            &base,
+            &[("go_version", snapshot.go_version.clone()), ("arch", snapshot.arch.clone())],
+        ))?;
+    }
+
+    // Defer records.
+    let mut total = |name: &'static str, value: u64| (base.clone(), counters.monotonic(name, &base, value));
+    let pushed = [total("deferscope_defers_pushed", t.defers_pushed)];
+    let popped = [total("deferscope_defers_popped", t.defers_popped)];
+    let created = [total("deferscope_goroutines_created", t.goroutines_created)];
+    let exited = [total("deferscope_goroutines_exited", t.goroutines_exited)];
+    let lost = [total("deferscope_events_lost", t.events_lost)];
+    counter(e, "deferscope_defers_pushed", "Defer records pushed while traced.", &pushed)?;
+    counter(e, "deferscope_defers_popped", "Defer records popped while traced.", &popped)?;
+    gauge(
+        e,
+        "deferscope_defer_records_live",
+        "Defer records on all goroutines' chains now.",
+        None,
+        &[(base.clone(), t.defer_records_live)],
+    )?;
+    let depth_max = snapshot.goroutines.iter().map(|g| g.defer_depth).max().unwrap_or(0);
+    gauge(
+        e,
+        "deferscope_defer_depth_max",
+        "Defer chain depth of the deepest goroutine now.",
+        None,
+        &[(base.clone(), depth_max)],
+    )?;
+    {
+        let bounds = depth_buckets();
+        let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+        buckets.push((f64::INFINITY, 0));
+        let mut sum = 0.0;
+        for g in &user {
+            // Depths are whole numbers, so `<=` on f64 is exact up to 2^53.
+            let depth = g.defer_depth as f64;
+            sum += depth;
+            let i = bounds.iter().position(|&b| depth <= b).unwrap_or(bounds.len());
+            buckets[i].1 += 1;
+        }
+        let mut metric = e.encode_descriptor(
+            "deferscope_goroutine_defer_depth",
+            "Defer chain depth of each goroutine now (a distribution of the current goroutines, not cumulative).",
+            None,
+            MetricType::Histogram,
+        )?;
+        metric.encode_family(&base)?.encode_histogram::<NoLabelSet>(sum, user.len() as u64, &buckets, None)?;
+    }
+
+    // Defer sites, capped.
+    let sites = ranked_sites(snapshot);
+    let cut = top.min(sites.len());
+    let mut site_pushed = Vec::with_capacity(cut + 1);
+    let mut site_live = Vec::with_capacity(cut + 1);
+    for (rank, row) in sites.iter().enumerate() {
+        let before = counters.site_pushed.insert(row.label.clone(), row.pushed).unwrap_or(0);
+        if rank < cut {
+            let labels = with(&base, &[("site", row.label.to_string())]);
+            let value = counters.monotonic("deferscope_defer_site_pushed", &labels, row.pushed);
+            site_pushed.push((labels.clone(), value));
+            site_live.push((labels, row.live));
+        } else {
+            counters.other_pushed += row.pushed.saturating_sub(before);
+        }
+    }
+    let other = with(&base, &[("site", OTHER.to_owned())]);
+    if sites.len() > cut || counters.other_pushed > 0 {
+        site_pushed.push((other.clone(), counters.other_pushed));
+    }
+    if sites.len() > cut {
+        site_live.push((other, sites[cut..].iter().map(|r| r.live).sum::<u64>()));
+    }
+    counter(
+        e,
+        "deferscope_defer_site_pushed",
+        "Defer records pushed while traced, by defer statement (top sites by activity; the rest in site=\"other\").",
+        &site_pushed,
+    )?;
+    gauge(
+        e,
+        "deferscope_defer_site_live",
+        "Defer records live now, by defer statement (top sites by activity; the rest in site=\"other\").",
+        None,
+        &site_live,
+    )?;
+
+    // Goroutines.
+    let mut states: Vec<(&str, u64)> = STATES.iter().map(|s| (*s, 0)).collect();
+    for g in &user {
+        match states.iter_mut().find(|(s, _)| *s == g.state) {
+            Some(slot) => slot.1 += 1,
+            None => states.push((g.state.as_str(), 1)),
+        }
+    }
+    let states: Vec<(Labels, u64)> =
+        states.into_iter().map(|(s, n)| (with(&base, &[("state", s.to_owned())]), n)).collect();
+    gauge(e, "deferscope_goroutines", "Goroutines now (without the runtime's own), by state.", None, &states)?;
+    counter(e, "deferscope_goroutines_created", "Goroutines created while traced.", &created)?;
+    counter(e, "deferscope_goroutines_exited", "Goroutines exited while traced.", &exited)?;
+    let leaks: Vec<(Labels, u64)> = leak_series(snapshot, top)
+        .into_iter()
+        .map(|([wait_reason, created_by, blocked_at], n)| {
+            (with(&base, &[("wait_reason", wait_reason), ("created_by", created_by), ("blocked_at", blocked_at)]), n)
+        })
+        .collect();
+    gauge(
+        e,
+        "deferscope_goroutines_leaked",
+        "Goroutines blocked without progress for at least --leak-after, by story (top groups; the rest in \"other\").",
+        None,
+        &leaks,
+    )?;
+
+    // The tracer itself.
+    counter(e, "deferscope_events_lost", "Probe events lost (ring buffer full).", &lost)?;
+    let hits: Vec<(Labels, u64)> = snapshot
+        .probe_hits
+        .iter()
+        .map(|p| {
+            let labels = with(&base, &[("probe", p.function.clone())]);
+            let value = counters.monotonic("deferscope_probe_hits", &labels, p.hits);
+            (labels, value)
+        })
+        .collect();
+    counter(e, "deferscope_probe_hits", "Hits of each attached probe since attach.", &hits)?;
+    gauge(
+        e,
+        "deferscope_memory_read",
+        "Duration of the last read of the target's goroutines from its memory.",
+        Some(&Unit::Seconds),
+        &[(base.clone(), snapshot.memory_read_s)],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,2 @@
+//! Exporters to monitoring systems.
+pub mod metrics;
