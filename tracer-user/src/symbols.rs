@@ -9,12 +9,13 @@ pub struct BinarySymbols {
     bias: u64,
     call_sites: HashMap<u64, Option<Site>>,
     exact_sites: HashMap<u64, Option<Site>>,
+    frames: HashMap<(u64, bool), Vec<Site>>,
     functions: HashMap<u64, Option<String>>,
 }
 
 impl BinarySymbols {
     pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
-        Self { binary, bias, call_sites: HashMap::new(), exact_sites: HashMap::new(), functions: HashMap::new() }
+        Self { binary, bias, call_sites: HashMap::new(), exact_sites: HashMap::new(), frames: HashMap::new(), functions: HashMap::new() }
     }
 }
 
@@ -35,6 +36,15 @@ impl Symbolizer for BinarySymbols {
         self.exact_sites
             .entry(pc)
             .or_insert_with(|| binary.symbolize(pc.wrapping_sub(bias)).map(Site::from))
+            .clone()
+    }
+
+    fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {
+        let (binary, bias) = (&self.binary, self.bias);
+        let static_pc = pc.wrapping_sub(bias).wrapping_sub(u64::from(is_return_address));
+        self.frames
+            .entry((pc, is_return_address))
+            .or_insert_with(|| binary.symbolize_frames(static_pc).into_iter().map(Site::from).collect())
             .clone()
     }
 

@@ -33,6 +33,13 @@ pub trait Symbolizer {
     fn site_at(&mut self, pc: u64) -> Option<Site> {
         self.call_site(pc.wrapping_add(1))
     }
+    /// Every logical frame (inlined calls first) of one physical frame of a
+    /// stack: `pc` itself for the innermost frame, a return address for the
+    /// others.
+    fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {
+        let site = if is_return_address { self.call_site(pc) } else { self.site_at(pc) };
+        site.into_iter().collect()
+    }
 }
 
 /// Whether a goroutine starting at `start_function` is one of the runtime's
@@ -223,7 +230,10 @@ impl Aggregator {
                 let signature = leaks::BlockSignature {
                     wait_reason: gm.wait_reason,
                     sched_pc: gm.sched_pc,
-                    sched_sp: gm.sched_sp,
+                    // The GC may move a blocked goroutine's stack (shrinking
+                    // it), which changes its saved SP without it running; with
+                    // trackingSeq available, SP adds nothing and is left out.
+                    sched_sp: if gm.tracking_seq.is_some() { 0 } else { gm.sched_sp },
                     tracking_seq: gm.tracking_seq,
                 };
                 leaks::next_block(g.block, signature, snapshot.t_start_ns, gm.waitsince)
@@ -428,20 +438,23 @@ struct Derived {
 
 /// The innermost frame of a blocked goroutine outside the blocking
 /// machinery (runtime, sync): the line a user would look at.
+/// (`sync.Mutex.Lock` inlined into the caller is machinery too, so this
+/// looks through inlined frames.)
 fn blocking_site(stack: &[u64], sym: &mut dyn Symbolizer) -> Option<Site> {
-    stack.iter().enumerate().find_map(|(i, &pc)| {
-        let site = if i == 0 { sym.site_at(pc) } else { sym.call_site(pc) }?;
-        (!leaks::is_blocking_machinery(&site.function)).then_some(site)
-    })
+    stack
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &pc)| sym.frames(pc, i > 0))
+        .find(|site| !leaks::is_blocking_machinery(&site.function))
 }
 
 fn symbolize_stack(stack: &[u64], sym: &mut dyn Symbolizer) -> Vec<Site> {
     stack
         .iter()
         .enumerate()
-        .map(|(i, &pc)| {
-            let site = if i == 0 { sym.site_at(pc) } else { sym.call_site(pc) };
-            site.unwrap_or_else(|| Site::new(&format!("{pc:#x}"), "", 0))
+        .flat_map(|(i, &pc)| {
+            let frames = sym.frames(pc, i > 0);
+            if frames.is_empty() { vec![Site::new(&format!("{pc:#x}"), "", 0)] } else { frames }
         })
         .collect()
 }

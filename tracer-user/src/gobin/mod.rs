@@ -372,6 +372,36 @@ impl GoBinary {
         Some(SourceLine { function: function.to_string(), file: file.to_string(), line })
     }
 
+    /// Every logical frame at `pc`, innermost first: the inlined calls (each
+    /// at its own source line) and then the physical function, at the line
+    /// of the outermost inlined call. For a return address, pass `pc - 1`.
+    pub fn symbolize_frames(&self, pc: u64) -> Vec<SourceLine> {
+        let mut frames = Vec::new();
+        let Some(f) = self.pcln.find_func(&self.data, pc) else { return frames };
+        let mut at = pc;
+        // The inline tree is a tree: each parent PC is in a shallower inlined
+        // call. The bound stops a corrupt table from looping.
+        for _ in 0..64 {
+            let Some((file, line)) = self.pcln.file_line(&self.data, &f, at) else { break };
+            match self.pcln.inlined_call(&self.data, &self.elf, &f, at) {
+                Some((name, parent_pc)) => {
+                    frames.push(SourceLine { function: name.to_string(), file: file.to_string(), line });
+                    if parent_pc == at {
+                        break;
+                    }
+                    at = parent_pc;
+                }
+                None => {
+                    if let Some(name) = self.pcln.func_name(&self.data, &f) {
+                        frames.push(SourceLine { function: name.to_string(), file: file.to_string(), line });
+                    }
+                    break;
+                }
+            }
+        }
+        frames
+    }
+
     /// Name of the function containing `pc`.
     pub fn function_name(&self, pc: u64) -> Option<&str> {
         let f = self.pcln.find_func(&self.data, pc)?;

@@ -347,6 +347,13 @@ impl PclnTab {
     /// Name of the innermost function inlined at `pc`, if `pc` is in inlined
     /// code (FUNCDATA_InlTree indexed by PCDATA_InlTreeIndex).
     pub fn inlined_name<'a>(&self, data: &'a [u8], elf: &ElfInfo, f: &Func<'_>, pc: u64) -> Option<&'a str> {
+        self.inlined_call(data, elf, f, pc).map(|(name, _)| name)
+    }
+
+    /// The innermost inlined call at `pc`: the inlined function's name and
+    /// the PC in the enclosing (logical) function where the call was, which
+    /// Go's own unwinder (`inlineUnwinder`) follows to the outer frames.
+    pub fn inlined_call<'a>(&self, data: &'a [u8], elf: &ElfInfo, f: &Func<'_>, pc: u64) -> Option<(&'a str, u64)> {
         let tree_off = f.funcdata(FUNCDATA_INL_TREE)?;
         let idx_table = f.pcdata(PCDATA_INL_TREE_INDEX)?;
         let ix = self.pcvalue(data, idx_table, f.entry, pc)?;
@@ -355,9 +362,12 @@ impl PclnTab {
         // inlinedCall: 1.20+ {funcID u8, _ [3]u8, nameOff i32, parentPc i32,
         // startLine i32} (16 bytes); 1.18–1.19 {parent i16, funcID u8, _ u8,
         // file i32, line i32, func_ i32, parentPc i32} (20 bytes).
-        let (size, name_field) = if self.hdr.new_func_layout() { (16u64, 4u64) } else { (20, 12) };
-        let addr = tree.checked_add(ix.checked_mul(size)?)?.checked_add(name_field)?;
-        let name_off = i32_at(elf.read_vaddr(data, addr, 4)?, 0)?;
-        self.name_at(data, u32::try_from(name_off).ok()?)
+        let (size, name_field, parent_pc_field) =
+            if self.hdr.new_func_layout() { (16u64, 4u64, 8u64) } else { (20, 12, 16) };
+        let entry = elf.read_vaddr(data, tree.checked_add(ix.checked_mul(size)?)?, size as usize)?;
+        let name_off = i32_at(entry, name_field as usize)?;
+        let parent_pc = i32_at(entry, parent_pc_field as usize)?;
+        let name = self.name_at(data, u32::try_from(name_off).ok()?)?;
+        Some((name, f.entry.checked_add(u64::try_from(parent_pc).ok()?)?))
     }
 }

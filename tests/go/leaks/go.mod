@@ -1,0 +1,3 @@
+module deferscope.test/leaks
+
+go 1.19

@@ -1,0 +1,83 @@
+//! Defer sites: which `defer` statements push, and which hold records now.
+use ratatui::{
+    Frame,
+    layout::{Constraint, Rect},
+    style::{Modifier, Style},
+    text::{Line, Span},
+    widgets::{Cell, Row, Table},
+};
+
+use crate::tui::{
+    app::{App, Panel, SiteSort},
+    format::{basename, compact, depth_style, rate, short_function},
+    ui::{focused, header_style, panel_block, selected_style, sorted},
+};
+
+pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
+    let focus = focused(app, Panel::Sites);
+    let height = area.height.saturating_sub(3) as usize;
+    let shown = app.site_rows().len();
+    let range = app.sites.visible(shown, height);
+    let Some(snap) = app.snapshot() else { return };
+    let title = Line::from(vec![
+        Span::raw(" Defer sites "),
+        Span::styled(shown.to_string(), Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(" · sort: {} ", app.site_sort.label())),
+    ]);
+    let sort = app.site_sort;
+    let header = Row::new(vec![
+        Cell::from(sorted("  LIVE", sort == SiteSort::Live)),
+        Cell::from(sorted("PUSH/S", sort == SiteSort::PushRate)),
+        Cell::from(sorted("PUSHED", sort == SiteSort::Pushed)),
+        Cell::from("SITE"),
+    ])
+    .style(header_style());
+    let widths = [
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ];
+    let rows: Vec<Row<'_>> = range
+        .map(|row| {
+            let i = app.site_rows()[row] as usize;
+            let s = &snap.defer_sites[i];
+            let style = if row == app.sites.selected {
+                selected_style(focus)
+            } else {
+                Style::new()
+            };
+            Row::new(vec![
+                Cell::from(Span::styled(format!("{:>6}", s.live), depth_style(s.live))),
+                Cell::from(format!("{:>6}", rate(app.site_rate(i)))),
+                Cell::from(format!("{:>6}", compact(s.pushed as f64))),
+                Cell::from(format!(
+                    "{}:{} {}",
+                    basename(&s.file),
+                    s.line,
+                    short_function(&s.function)
+                )),
+            ])
+            .style(style)
+        })
+        .collect();
+    let empty = rows.is_empty();
+    frame.render_widget(
+        Table::new(rows, widths)
+            .header(header)
+            .block(panel_block(title, focus)),
+        area,
+    );
+    if empty && area.height > 4 {
+        let r = Rect {
+            x: area.x + 2,
+            y: area.y + 2,
+            width: area.width.saturating_sub(4),
+            height: 1,
+        };
+        frame.render_widget(
+            Line::from("no defer seen yet").style(Style::new().add_modifier(Modifier::DIM)),
+            r,
+        );
+    }
+}
