@@ -174,6 +174,11 @@ impl Prometheus {
         Ok(prometheus)
     }
 
+    /// The Prometheus server's own PID (a real, stripped Go program).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last lines of Prometheus's own log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
