@@ -73,6 +73,7 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
     let binary = match GoBinary::open(&target.exe_link) {
         Ok(b) => b,
         Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => return Err(SessionError::NotGo { pid, exe, reason: e }),
+        Err(GoBinError::UnsupportedVersion(version)) => return Err(SessionError::UnsupportedVersion { pid, version }),
         Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
             return Err(crate::target::process::ProcessError::PermissionDenied { path: target.exe_link.clone() }.into());
         }

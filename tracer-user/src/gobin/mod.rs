@@ -209,11 +209,9 @@ impl GoBinary {
         let version = GoVersion::parse(&raw_version).ok_or_else(|| {
             GoBinError::UnsupportedVersion(format!("unparseable version string {raw_version:?}"))
         })?;
+        // The pclntab and buildinfo formats read here start with Go 1.18.
         if version.major != 1 || version.minor < 18 {
-            return Err(GoBinError::UnsupportedVersion(format!(
-                "{}: deferscope needs Go 1.18 or newer",
-                version.raw
-            )));
+            return Err(GoBinError::UnsupportedVersion(version.raw));
         }
         let expect = moduledata::Expect {
             pc_header: hdr.vaddr,

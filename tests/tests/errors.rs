@@ -1,0 +1,103 @@
+//! What a user sees when deferscope cannot trace: one clear sentence on
+//! stderr naming the PID or the cause, a non-zero exit, never a panic.
+use std::process::{Command, Output, Stdio};
+
+use deferscope_integration::*;
+
+fn deferscope(args: &[&str]) -> Output {
+    Command::new(deferscope_bin().expect("deferscope binary"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run deferscope")
+}
+
+/// Exactly one line on stderr, starting with "deferscope: ", no panic.
+fn one_sentence(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure, got {}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "want one line on stderr, got:\n{stderr}");
+    assert!(stderr.starts_with("deferscope: "), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout: {}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
+/// A child process that is killed when the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn missing_pid() {
+    // PIDs above pid_max never exist.
+    let out = deferscope(&["--pid", "4194305", "--json"]);
+    let msg = one_sentence(&out);
+    assert!(msg.contains("no process with PID 4194305"), "{msg}");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let out = deferscope(&["--pid", "1", "--interval", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid duration"), "{stderr}");
+}
+
+#[test]
+fn not_a_go_program() {
+    if !require_root("not_a_go_program") {
+        return;
+    }
+    let sleep = Running(Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = sleep.0.id().to_string();
+    let msg = one_sentence(&deferscope(&["--pid", &pid, "--json"]));
+    assert!(msg.contains(&format!("process {pid}")) && msg.contains("is not a Go program"), "{msg}");
+}
+
+#[test]
+fn unsupported_go_version() {
+    if !require_root("unsupported_go_version") {
+        return;
+    }
+    // A real Go program whose build info claims a version deferscope does
+    // not know: same length, so the binary is otherwise untouched and runs.
+    let tc = toolchains().expect("toolchains").into_iter().find(|t| t.full == "go1.24.11").expect("go1.24.11 in the matrix");
+    let binary = build_go("defers", &tc, &[]).expect("build");
+    let mut bytes = std::fs::read(&binary).expect("read");
+    let (from, to) = (b"\x09go1.24.11", b"\x09go1.17.11");
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("version string in .go.buildinfo");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let patched = binary.with_file_name("defers-claims-go1.17");
+    std::fs::write(&patched, &bytes).expect("write");
+    std::fs::set_permissions(&patched, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mut program = GoProgram::start(&patched).expect("start");
+    program.expect("ready").expect("ready");
+    let pid = program.pid.to_string();
+    let msg = one_sentence(&deferscope(&["--pid", &pid, "--json"]));
+    assert!(msg.contains(&format!("process {pid} runs go1.17.11")) && msg.contains("Go 1.19 to 1.27"), "{msg}");
+}
+
+#[test]
+fn missing_privilege() {
+    if !require_root("missing_privilege") {
+        return;
+    }
+    // Root starts the target; deferscope runs as nobody, without capabilities.
+    let sleep = Running(Command::new("sleep").arg("60").spawn().expect("sleep"));
+    let pid = sleep.0.id().to_string();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(deferscope_bin().expect("bin"))
+        .args(["--pid", &pid, "--json"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let msg = one_sentence(&out);
+    assert!(msg.contains("permission denied") && msg.contains("needs root"), "{msg}");
+}
