@@ -243,7 +243,8 @@ impl Aggregator {
             g.gopc = gm.gopc;
             g.startpc = gm.startpc;
             g.parent_goid = gm.parent_goid.filter(|&p| p != 0);
-            let raced = g.last_event_ns >= snapshot.t_start_ns;
+            // (ktime 0 never occurs: it marks "no event yet".)
+            let raced = g.last_event_ns != 0 && g.last_event_ns >= snapshot.t_start_ns;
             let take_chain = !raced && (gm.consistent || !g.has_baseline || new);
             if !take_chain {
                 continue;

@@ -205,7 +205,8 @@ fn blocked_goroutines_leak_after_the_threshold_and_group() {
     let blocked = |goid| mem_g(goid, &[], true);
     let mut sleeper = mem_g(3, &[], true);
     sleeper.wait_reason = 19;
-    let reads = |t| snap(t, t + 1, vec![blocked(1), blocked(2), sleeper.clone()]);
+    // (Not goroutine 1: the main goroutine has no creation site.)
+    let reads = |t| snap(t, t + 1, vec![blocked(11), blocked(12), sleeper.clone()]);
     agg.apply_memory(&reads(1_000));
     let s = render_at(&mut agg, 1_500, 1_000);
     assert!(s.leaks.is_empty(), "not blocked long enough yet");
@@ -216,7 +217,7 @@ fn blocked_goroutines_leak_after_the_threshold_and_group() {
     assert_eq!((group.count, group.wait_reason.as_str()), (2, "chan receive"));
     assert_eq!(group.blocked_at.as_ref().map(|s| s.line), Some(900), "innermost non-runtime frame");
     assert_eq!(group.created_by.as_ref().map(|s| s.line), Some(7));
-    assert_eq!(group.sample_goids, vec![1, 2]);
+    assert_eq!(group.sample_goids, vec![11, 12]);
     assert!((group.oldest_blocked_s - 1.5e-6).abs() < 1e-9);
     assert_eq!(s.totals.goroutines_leaked, 2);
     let sleeper_view = s.goroutines.iter().find(|g| g.goid == 3).expect("sleeper");
