@@ -21,7 +21,10 @@ fn check_site(snapshot: &Value, line: u32, pushed: u64, live: u64) -> Result<(),
 fn check_top_site(snapshot: &Value, goid: u64, line: u32, function: &str) -> Result<(), String> {
     let g = goroutine(snapshot, goid).ok_or(format!("goroutine {goid} missing"))?;
     let top = &g["top_defer_site"];
-    if top["line"] == line && top["function"] == function && top["file"].as_str().is_some_and(|f| f.ends_with("tests/go/defers/main.go")) {
+    if top["line"] == line
+        && top["function"] == function
+        && top["file"].as_str().is_some_and(|f| f.ends_with("tests/go/defers/main.go"))
+    {
         Ok(())
     } else {
         Err(format!("goroutine {goid} top_defer_site is {top}, want {function} main.go:{line}"))
@@ -33,14 +36,44 @@ fn defer_depths_are_exact_for_every_go_version() {
     if !require_root("defer_depths_are_exact_for_every_go_version") {
         return;
     }
-    let heap_line = marker_line("defers", "SITE:heap");
-    let heap_more_line = marker_line("defers", "SITE:heap-more");
-    let stack_top_line = marker_line("defers", "SITE:stack-top");
-    let panic_outer_line = marker_line("defers", "SITE:panic-outer");
-    let exit_line = marker_line("defers", "SITE:exit");
+    let lines = Lines {
+        heap: marker_line("defers", "SITE:heap"),
+        heap_more: marker_line("defers", "SITE:heap-more"),
+        stack_top: marker_line("defers", "SITE:stack-top"),
+        panic_outer: marker_line("defers", "SITE:panic-outer"),
+        exit: marker_line("defers", "SITE:exit"),
+    };
 
     for_each_toolchain("defer depths", |tc| {
-        let binary = build_go("defers", tc, &[])?;
+        // Plain, and the way distributions ship Go: PIE, without symbols or
+        // DWARF (functions then come from pclntab, offsets from the table).
+        for flags in [&[][..], &["-buildmode=pie", "-ldflags=-s -w"][..]] {
+            eprintln!("   build flags {flags:?}");
+            check_defers(tc, flags, &lines)?;
+        }
+        Ok(())
+    });
+}
+
+/// Source lines of the `// SITE:` markers in tests/go/defers/main.go.
+struct Lines {
+    heap: u32,
+    heap_more: u32,
+    stack_top: u32,
+    panic_outer: u32,
+    exit: u32,
+}
+
+fn check_defers(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result<()> {
+    let &Lines {
+        heap: heap_line,
+        heap_more: heap_more_line,
+        stack_top: stack_top_line,
+        panic_outer: panic_outer_line,
+        exit: exit_line,
+    } = lines;
+    {
+        let binary = build_go("defers", tc, flags)?;
         let mut program = GoProgram::start(&binary)?;
         let ready = program.expect("ready")?;
         let heap = as_u64(&ready["heap_goid"]);
@@ -57,7 +90,10 @@ fn defer_depths_are_exact_for_every_go_version() {
             check_top_site(s, heap, heap_line, "main.heapWorker")?;
             check_top_site(s, stack, stack_top_line, "main.stackRec")?;
             if s["totals"]["goroutines_live"] != num_goroutine {
-                return Err(format!("goroutines_live {} != runtime.NumGoroutine() {num_goroutine}", s["totals"]["goroutines_live"]));
+                return Err(format!(
+                    "goroutines_live {} != runtime.NumGoroutine() {num_goroutine}",
+                    s["totals"]["goroutines_live"]
+                ));
             }
             Ok(())
         })?;
@@ -140,6 +176,6 @@ fn defer_depths_are_exact_for_every_go_version() {
         let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
         assert_eq!(last["target_exited"], true);
         assert_eq!(last["totals"]["events_lost"], 0);
-        Ok(())
-    });
+    }
+    Ok(())
 }

@@ -25,16 +25,10 @@ pub const ARCHES: [&str; 2] = ["amd64", "arm64"];
 pub const VARIANTS: [&str; 5] = ["plain", "stripped", "pie", "pie-stripped", "cgo"];
 
 /// Builds every fixture that is missing or older than the fixture sources.
-pub fn build_parser_fixtures(
-    workspace_root: &Path,
-    toolchains: &[GoToolchain],
-    out_dir: &Path,
-) -> anyhow::Result<()> {
+pub fn build_parser_fixtures(workspace_root: &Path, toolchains: &[GoToolchain], out_dir: &Path) -> anyhow::Result<()> {
     let src = workspace_root.join(FIXTURE_SRC);
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let out_dir = out_dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", out_dir.display()))?;
+    let out_dir = out_dir.canonicalize().with_context(|| format!("resolving {}", out_dir.display()))?;
     let gocache = workspace_root.join("target").join("gocache");
     std::fs::create_dir_all(&gocache)?;
     let src_mtime = newest_mtime(&src)?;
@@ -125,10 +119,7 @@ fn build_one(
 }
 
 fn is_fresh(out: &Path, src_mtime: SystemTime) -> bool {
-    std::fs::metadata(out)
-        .and_then(|m| m.modified())
-        .map(|m| m >= src_mtime)
-        .unwrap_or(false)
+    std::fs::metadata(out).and_then(|m| m.modified()).map(|m| m >= src_mtime).unwrap_or(false)
 }
 
 fn newest_mtime(dir: &Path) -> anyhow::Result<SystemTime> {
@@ -146,9 +137,5 @@ fn host_is_amd64() -> bool {
 
 fn have_c_compiler() -> bool {
     let cc: PathBuf = std::env::var_os("CC").map(PathBuf::from).unwrap_or_else(|| "gcc".into());
-    Command::new(cc)
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new(cc).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }

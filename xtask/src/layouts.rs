@@ -76,10 +76,7 @@ pub fn gen_layouts(workspace_root: &Path, toolchains: &[GoToolchain]) -> anyhow:
 
     // Run the generator with the newest toolchain: it only uses the
     // standard library, so any of them works, but newer debug/dwarf is safer.
-    let newest = toolchains
-        .iter()
-        .max_by_key(|tc| minor(tc).unwrap_or(0))
-        .context("no toolchain")?;
+    let newest = toolchains.iter().max_by_key(|tc| minor(tc).unwrap_or(0)).context("no toolchain")?;
     let mut generator = go_cmd(newest, workspace_root);
     generator.current_dir(&gen_dir).arg("run").arg(".").args(&specs);
     let json = run(generator, "the gen-layouts generator")?;

@@ -1,0 +1,58 @@
+//! `cargo xtask lint`: clippy on the host crates, clippy on the eBPF crate
+//! (nightly, bpfel target), and rustfmt.
+use std::{path::Path, process::Command};
+
+use anyhow::Result;
+
+use crate::{cmd, cmd::step, paths, summary::Summary};
+
+/// The `bpf_target_arch` values the probes support (x86_64 and arm64 hosts).
+const BPF_TARGET_ARCHES: &[&str] = &["x86_64", "aarch64"];
+
+/// Runs every lint, recording each in `summary` (all run even if one fails).
+pub fn run(workspace_root: &Path, summary: &mut Summary) {
+    summary.record("clippy (host crates)", || {
+        step("clippy on the host crates ...");
+        cmd::run(Command::new("cargo").current_dir(workspace_root).args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    // The probes have per-architecture register code under
+    // `#[cfg(bpf_target_arch = ..)]` (set by aya-build for the host); lint
+    // both, each in its own target dir so they do not rebuild each other.
+    for arch in BPF_TARGET_ARCHES {
+        summary.record(&format!("clippy (tracer-ebpf, bpfel, {arch})"), || {
+            step(format_args!("clippy on the eBPF crate (nightly, bpfel-unknown-none, bpf_target_arch={arch}) ..."));
+            let target_dir = paths::target_dir(workspace_root).join("ebpf-clippy").join(arch);
+            cmd::run(
+                Command::new("rustup")
+                    .current_dir(workspace_root.join("tracer-ebpf"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("RUSTFLAGS")
+                    .env("CARGO_ENCODED_RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{arch}\""))
+                    .args(["run", "nightly", "cargo", "clippy", "-p", "tracer-ebpf"])
+                    .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+                    .arg(&target_dir)
+                    .args(["--", "-D", "warnings"]),
+            )
+        });
+    }
+    summary.record("rustfmt", || {
+        step("cargo fmt --check ...");
+        cmd::run(Command::new("cargo").current_dir(workspace_root).args(["fmt", "--all", "--check"]))
+    });
+}
+
+/// `cargo xtask lint` on its own.
+pub fn standalone(workspace_root: &Path) -> Result<()> {
+    let mut summary = Summary::default();
+    run(workspace_root, &mut summary);
+    summary.finish()
+}

@@ -1,0 +1,137 @@
+//! deferscope's developer task runner: `cargo xtask <command>`.
+//!
+//! Every step prints what it does (`==> ...`) and skips fast when its work
+//! is already done.
+
+mod apt;
+mod bench;
+mod bpf_linker;
+mod build;
+mod cmd;
+mod demo;
+mod fixtures;
+mod layouts;
+mod lint;
+mod paths;
+mod rustup;
+mod setup;
+mod signals;
+mod summary;
+mod test;
+mod toolchains;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "deferscope's developer tasks", arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: nightly rust-src, llvm-N-dev, bpf-linker,
+    /// Go 1.19 (apt), tmux, prometheus, and Go 1.21–1.27 (PyPI).
+    Setup,
+    /// Setup, then build deferscope (release unless --debug).
+    Build {
+        /// Build the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Setup, build, start the demo Go workload and trace it with deferscope.
+    Demo {
+        /// Print JSON snapshots instead of the TUI.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this long (e.g. 500ms, 10s, 1m).
+        #[arg(long, value_name = "D")]
+        duration: Option<String>,
+        /// More deferscope arguments, passed through (e.g. --top 5).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "DEFERSCOPE ARGS")]
+        extra: Vec<String>,
+    },
+    /// Setup, release build, Go fixtures, unit + integration tests, lint.
+    Test {
+        /// Passed to the test binaries (test-name filters, --nocapture, ...).
+        #[arg(last = true, value_name = "FILTERS")]
+        filters: Vec<String>,
+    },
+    /// clippy (host crates and the eBPF crate) and rustfmt --check.
+    Lint,
+    /// Regenerate the Go runtime struct layouts from every Go toolchain.
+    GenLayouts,
+    /// Run the benchmarks.
+    Bench,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs one task; returns the process exit code.
+fn run(task: Task) -> Result<i32> {
+    let root = paths::workspace_root();
+    match task {
+        Task::Setup => setup::run(&root).map(drop)?,
+        Task::Build { debug } => {
+            setup::run(&root)?;
+            build::deferscope(&root, !debug)?;
+        }
+        Task::Demo { json, duration, extra } => {
+            return demo::run(&root, &demo::DemoArgs { json, duration, extra });
+        }
+        Task::Test { filters } => test::run(&root, &filters)?,
+        Task::Lint => lint::standalone(&root)?,
+        Task::GenLayouts => {
+            let toolchains = toolchains::go_toolchains(&root)?;
+            cmd::step("generating Go runtime layouts ...");
+            layouts::gen_layouts(&root, &toolchains)?;
+        }
+        Task::Bench => bench::run()?,
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).expect("parses").command
+    }
+
+    #[test]
+    fn demo_passes_unknown_args_through() {
+        let Task::Demo { json, duration, extra } = parse(&["demo", "--json", "--duration", "5s", "--top", "3"]) else {
+            panic!("not demo");
+        };
+        assert!(json);
+        assert_eq!(duration.as_deref(), Some("5s"));
+        assert_eq!(extra, ["--top", "3"]);
+        let Task::Demo { json, extra, .. } = parse(&["demo", "--", "--interval", "2s"]) else {
+            panic!("not demo");
+        };
+        assert!(!json);
+        assert_eq!(extra, ["--interval", "2s"]);
+    }
+
+    #[test]
+    fn test_filters_follow_double_dash() {
+        let Task::Test { filters } = parse(&["test", "--", "gobin::", "--nocapture"]) else {
+            panic!("not test");
+        };
+        assert_eq!(filters, ["gobin::", "--nocapture"]);
+        assert!(matches!(parse(&["build", "--debug"]), Task::Build { debug: true }));
+    }
+}

@@ -1,0 +1,61 @@
+//! The Rust side of the toolchain: nightly with rust-src (for `-Z build-std`)
+//! and the LLVM major that the nightly rustc was built with.
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd::{self, note, step};
+
+/// rustup components that must be present: (toolchain, component).
+/// rust-src and clippy on nightly build and lint the eBPF crate; clippy and
+/// rustfmt on stable lint the host crates.
+const COMPONENTS: &[(&str, &str)] =
+    &[("nightly", "rust-src"), ("nightly", "clippy"), ("stable", "clippy"), ("stable", "rustfmt")];
+
+/// Makes sure the nightly toolchain and [`COMPONENTS`] are installed.
+pub fn ensure_components() -> Result<()> {
+    step("checking rustup toolchains and components ...");
+    if !cmd::on_path("rustup") {
+        bail!("rustup is not on PATH; install it from https://rustup.rs and re-run `cargo xtask setup`");
+    }
+    let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"]))?;
+    let has_nightly = toolchains.lines().any(|l| l.starts_with("nightly"));
+    if !has_nightly {
+        step("installing the nightly Rust toolchain ...");
+        cmd::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    for &(toolchain, component) in COMPONENTS {
+        let installed =
+            cmd::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]))?;
+        if installed.lines().any(|l| l == component || l.starts_with(&format!("{component}-"))) {
+            note(format_args!("{toolchain}: {component} present"));
+        } else {
+            step(format_args!("installing rustup component {component} ({toolchain}) ..."));
+            cmd::run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
+        }
+    }
+    Ok(())
+}
+
+/// The LLVM major version of `rustc +nightly -vV` (bpf-linker must match it).
+pub fn nightly_llvm_major() -> Result<u32> {
+    let out = cmd::output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    parse_llvm_major(&out).with_context(|| format!("no `LLVM version:` line in `rustc +nightly -vV`:\n{out}"))
+}
+
+fn parse_llvm_major(rustc_vv: &str) -> Option<u32> {
+    let version = rustc_vv.lines().find_map(|l| l.strip_prefix("LLVM version:"))?;
+    version.trim().split('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_llvm_major() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nLLVM version: 22.1.4\n";
+        assert_eq!(parse_llvm_major(vv), Some(22));
+        assert_eq!(parse_llvm_major("rustc 1.0"), None);
+    }
+}
