@@ -33,7 +33,9 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(bpf_linker) = find_in_path("bpf-linker") else {
-        bail!("bpf-linker is not installed: run `cargo xtask setup` (or set DEFERSCOPE_SKIP_EBPF=1 to build without probes)");
+        bail!(
+            "bpf-linker is not installed: run `cargo xtask setup` (or set DEFERSCOPE_SKIP_EBPF=1 to build without probes)"
+        );
     };
     println!("cargo:rerun-if-changed={}", bpf_linker.display());
 
@@ -51,8 +53,8 @@ fn main() -> anyhow::Result<()> {
     let target = if endian == "big" { "bpfeb-unknown-none" } else { "bpfel-unknown-none" };
     // The probes read registers of the architecture deferscope runs on.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
-    let rustflags = [format!("--cfg=bpf_target_arch=\"{arch}\""), "-Cdebuginfo=2".into(), "-Clink-arg=--btf".into()]
-        .join("\x1f");
+    let rustflags =
+        [format!("--cfg=bpf_target_arch=\"{arch}\""), "-Cdebuginfo=2".into(), "-Clink-arg=--btf".into()].join("\x1f");
 
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "build", "--package", EBPF_PACKAGE, "--bins", "--release"])

@@ -85,13 +85,13 @@ pub fn deferscope_bin() -> anyhow::Result<PathBuf> {
 pub fn build_go(name: &str, toolchain: &Toolchain, extra: &[&str]) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     let src = root.join("tests/go").join(name);
-    let tag = if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '=', ' ', '/'], "")) };
+    let tag =
+        if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '=', ' ', '/'], "")) };
     let out_dir = root.join("target/integration-go").join(format!("{}{tag}", toolchain.full));
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(name);
-    let cache = std::env::var_os("DEFERSCOPE_GO_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/gocache"));
+    let cache =
+        std::env::var_os("DEFERSCOPE_GO_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join("target/gocache"));
     let status = Command::new(&toolchain.go)
         .current_dir(&src)
         .args(["build", "-o"])
@@ -117,12 +117,8 @@ pub fn marker_line(name: &str, marker: &str) -> u32 {
     let path = workspace_root().join("tests/go").join(name).join("main.go");
     let text = std::fs::read_to_string(&path).expect("read Go source");
     let needle = format!("// {marker}");
-    let lines: Vec<usize> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.trim_end().ends_with(&needle))
-        .map(|(i, _)| i + 1)
-        .collect();
+    let lines: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| l.trim_end().ends_with(&needle)).map(|(i, _)| i + 1).collect();
     assert_eq!(lines.len(), 1, "marker {marker} must appear exactly once in {}", path.display());
     lines[0] as u32
 }
@@ -167,8 +163,12 @@ impl GoProgram {
     pub fn expect(&mut self, event: &str) -> anyhow::Result<Value> {
         let line = match self.lines.recv_timeout(STEP_TIMEOUT) {
             Ok(line) => line,
-            Err(RecvTimeoutError::Timeout) => bail!("the Go program did not report {event:?} within {STEP_TIMEOUT:?}"),
-            Err(RecvTimeoutError::Disconnected) => bail!("the Go program exited before reporting {event:?}"),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("the Go program did not report {event:?} within {STEP_TIMEOUT:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                bail!("the Go program exited before reporting {event:?}")
+            }
         };
         let value: Value = serde_json::from_str(&line).with_context(|| format!("Go program printed {line:?}"))?;
         if value["event"] != event {
@@ -228,7 +228,11 @@ impl Tracer {
     /// Reads snapshots until `check` accepts one (returns it) or the step
     /// times out (error naming `what` and showing the last snapshot's
     /// relevant part via `check`'s own error text).
-    pub fn wait_for(&mut self, what: &str, mut check: impl FnMut(&Value) -> Result<(), String>) -> anyhow::Result<Value> {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        mut check: impl FnMut(&Value) -> Result<(), String>,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut last_error = String::from("no snapshot received");
         loop {
@@ -244,10 +248,15 @@ impl Tracer {
                         Err(e) => last_error = e,
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => bail!("{what}: not seen within {STEP_TIMEOUT:?}; last: {last_error}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("{what}: not seen within {STEP_TIMEOUT:?}; last: {last_error}")
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait()?;
-                    bail!("{what}: deferscope exited ({status}) first; last: {last_error}; stderr: {}", self.stderr_text())
+                    bail!(
+                        "{what}: deferscope exited ({status}) first; last: {last_error}; stderr: {}",
+                        self.stderr_text()
+                    )
                 }
             }
         }
@@ -262,7 +271,9 @@ impl Tracer {
             match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => rest.push(serde_json::from_str(&line)?),
                 Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => bail!("deferscope did not exit within {STEP_TIMEOUT:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("deferscope did not exit within {STEP_TIMEOUT:?}")
+                }
             }
         }
         Ok((self.child.wait()?, rest))
@@ -298,7 +309,10 @@ pub fn expect_depth(snapshot: &Value, goid: u64, depth: u64) -> Result<(), Strin
 
 /// The `defer_sites` entry for a source line of a test program.
 pub fn site(snapshot: &Value, line: u32) -> Option<&Value> {
-    snapshot["defer_sites"].as_array()?.iter().find(|s| s["line"] == line && s["file"].as_str().is_some_and(|f| f.ends_with("main.go")))
+    snapshot["defer_sites"]
+        .as_array()?
+        .iter()
+        .find(|s| s["line"] == line && s["file"].as_str().is_some_and(|f| f.ends_with("main.go")))
 }
 
 /// Runs `body` for every toolchain; reports every failing version, not just
@@ -316,5 +330,11 @@ pub fn for_each_toolchain(test: &str, mut body: impl FnMut(&Toolchain) -> anyhow
             }
         }
     }
-    assert!(failures.is_empty(), "{test} failed for {} of {} Go versions:\n{}", failures.len(), toolchains.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{test} failed for {} of {} Go versions:\n{}",
+        failures.len(),
+        toolchains.len(),
+        failures.join("\n")
+    );
 }

@@ -67,7 +67,8 @@ fn unsupported_go_version() {
     }
     // A real Go program whose build info claims a version deferscope does
     // not know: same length, so the binary is otherwise untouched and runs.
-    let tc = toolchains().expect("toolchains").into_iter().find(|t| t.full == "go1.24.11").expect("go1.24.11 in the matrix");
+    let tc =
+        toolchains().expect("toolchains").into_iter().find(|t| t.full == "go1.24.11").expect("go1.24.11 in the matrix");
     let binary = build_go("defers", &tc, &[]).expect("build");
     let mut bytes = std::fs::read(&binary).expect("read");
     let (from, to) = (b"\x09go1.24.11", b"\x09go1.17.11");

@@ -84,7 +84,10 @@ fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
                 return Err(format!("goroutines_leaked {} != {total}", s["totals"]["goroutines_leaked"]));
             }
             if s["totals"]["goroutines_live"] != num_goroutine {
-                return Err(format!("goroutines_live {} != runtime.NumGoroutine() {num_goroutine}", s["totals"]["goroutines_live"]));
+                return Err(format!(
+                    "goroutines_live {} != runtime.NumGoroutine() {num_goroutine}",
+                    s["totals"]["goroutines_live"]
+                ));
             }
             // Each leaked goroutine is marked, with its own sites.
             for &goid in senders.iter().chain(&receivers).chain(&lockers) {

@@ -25,16 +25,17 @@ fn is_machinery(function: &str) -> bool {
 fn parse_pprof(text: &str) -> anyhow::Result<Pprof> {
     let mut lines = text.lines();
     let header = lines.next().context("empty pprof dump")?;
-    let total: u64 = header
-        .strip_prefix("goroutine profile: total ")
-        .context("not a goroutine profile")?
-        .trim()
-        .parse()?;
+    let total: u64 =
+        header.strip_prefix("goroutine profile: total ").context("not a goroutine profile")?.trim().parse()?;
     let mut out = Pprof { total, by_site: BTreeMap::new(), own: 0 };
     for record in text.split("\n\n") {
         let mut rec_lines = record.lines().filter(|l| !l.starts_with("goroutine profile:"));
-        let Some(head) = rec_lines.next() else { continue };
-        let Some((count, _)) = head.split_once(" @ ") else { continue };
+        let Some(head) = rec_lines.next() else {
+            continue;
+        };
+        let Some((count, _)) = head.split_once(" @ ") else {
+            continue;
+        };
         let count: u64 = count.trim().parse()?;
         // "#\t0xb41476\tpkg.func+0xd6\t/path/file.go:235"
         let frames: Vec<(String, u64)> = rec_lines
@@ -49,7 +50,9 @@ fn parse_pprof(text: &str) -> anyhow::Result<Pprof> {
             .collect();
         // The handler writing the dump, and its connection's background reader.
         let serving_dump = |f: &str| {
-            f.starts_with("net/http/pprof.") || f.starts_with("runtime/pprof.") || f == "net/http.(*connReader).backgroundRead"
+            f.starts_with("net/http/pprof.")
+                || f.starts_with("runtime/pprof.")
+                || f == "net/http.(*connReader).backgroundRead"
         };
         if frames.iter().any(|(f, _)| serving_dump(f)) {
             out.own += count;
@@ -78,15 +81,21 @@ fn goroutine_count_and_grouping_match_a_real_servers_own_profile() {
     let pid = prom.pid();
     let mut tracer = Tracer::attach(pid, &[]).expect("attach");
     let first = tracer.wait_for("first snapshot", |_| Ok(())).expect("snapshot");
-    assert_eq!(first["go_version"].as_str().map(|v| v.starts_with("go1.19")), Some(true), "Debian's prometheus is Go 1.19");
+    assert_eq!(
+        first["go_version"].as_str().map(|v| v.starts_with("go1.19")),
+        Some(true),
+        "Debian's prometheus is Go 1.19"
+    );
 
     let mut last_diff = String::new();
     for _attempt in 0..40 {
-        let before = parse_pprof(&http_get(prom.addr, "/debug/pprof/goroutine?debug=1").expect("pprof").body).expect("parse");
+        let before =
+            parse_pprof(&http_get(prom.addr, "/debug/pprof/goroutine?debug=1").expect("pprof").body).expect("parse");
         // A snapshot taken after the first dump...
         let snapshot = tracer.wait_for("a snapshot", |_| Ok(())).expect("snapshot");
         let snapshot = tracer.wait_for("the next snapshot", |_| Ok(())).unwrap_or(snapshot);
-        let after = parse_pprof(&http_get(prom.addr, "/debug/pprof/goroutine?debug=1").expect("pprof").body).expect("parse");
+        let after =
+            parse_pprof(&http_get(prom.addr, "/debug/pprof/goroutine?debug=1").expect("pprof").body).expect("parse");
         // ...and before a second, identical one: the server was quiet.
         if before.by_site != after.by_site || before.total - before.own != after.total - after.own {
             last_diff = "the server's goroutines changed between the two dumps".into();
@@ -126,7 +135,13 @@ fn compare(snapshot: &Value, pprof: &Pprof) -> anyhow::Result<()> {
     for (site, count) in &ours {
         let theirs = pprof.by_site.get(site).copied().unwrap_or(0);
         if theirs != *count {
-            bail!("{} goroutines blocked at {}:{} per deferscope, {theirs} per pprof\nours: {ours:?}\npprof: {:?}", count, site.0, site.1, pprof.by_site);
+            bail!(
+                "{} goroutines blocked at {}:{} per deferscope, {theirs} per pprof\nours: {ours:?}\npprof: {:?}",
+                count,
+                site.0,
+                site.1,
+                pprof.by_site
+            );
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
-use tracer_common::{Event, EventKind, ProbeId, PROBE_COUNT, counter, globals::NO_OFFSET};
+use tracer_common::{Event, EventKind, PROBE_COUNT, ProbeId, counter, globals::NO_OFFSET};
 
 /// Filled in by userspace before loading (see `tracer_common::globals`).
 #[unsafe(no_mangle)]
@@ -281,11 +281,7 @@ pub fn newproc_return(ctx: ProbeContext) -> u32 {
     };
     let gopc = read_u64(newg.wrapping_add(global(&GOPC_OFFSET))).unwrap_or(0);
     let parent_offset = global(&PARENT_GOID_OFFSET);
-    let parent = if parent_offset == NO_OFFSET {
-        0
-    } else {
-        read_u64(newg.wrapping_add(parent_offset)).unwrap_or(0)
-    };
+    let parent = if parent_offset == NO_OFFSET { 0 } else { read_u64(newg.wrapping_add(parent_offset)).unwrap_or(0) };
     let startpc = read_u64(newg.wrapping_add(global(&STARTPC_OFFSET))).unwrap_or(0);
     emit(EventKind::GoroutineCreate, ProbeId::NewProcReturn, goid, gopc, parent, startpc);
     0

@@ -68,7 +68,8 @@ pub struct Options {
 
 /// Parses `500ms`, `2s`, `1m`, `1h30m`; rejects zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 500ms, 2s, 1m)"))?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid duration {s:?}: {e} (use e.g. 500ms, 2s, 1m)"))?;
     if d.is_zero() {
         return Err(format!("duration {s:?} must be greater than zero"));
     }

@@ -45,7 +45,9 @@ pub enum SessionError {
     NotGo { pid: u32, exe: String, reason: GoBinError },
     #[error("process {pid} ({exe}): {source}")]
     Binary { pid: u32, exe: String, source: GoBinError },
-    #[error("process {pid} runs {version}, which deferscope does not support (it supports Go 1.{MIN_MINOR} to 1.{MAX_MINOR})")]
+    #[error(
+        "process {pid} runs {version}, which deferscope does not support (it supports Go 1.{MIN_MINOR} to 1.{MAX_MINOR})"
+    )]
     UnsupportedVersion { pid: u32, version: String },
     #[error(transparent)]
     Probe(#[from] probes::ProbeError),
@@ -88,12 +90,8 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
     let bias = target.load_bias(binary.is_pie(), first_load)?;
     let allgs = binary.allgs_location().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
     let mem = ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?;
-    let walker = MemoryWalker::new(
-        mem,
-        layout,
-        allgs.allgs.wrapping_add(bias),
-        allgs.allglen.map(|a| a.wrapping_add(bias)),
-    );
+    let walker =
+        MemoryWalker::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
     Ok(Prepared { target, binary: Arc::new(binary), walker: Arc::new(walker), bias })
 }
 
@@ -156,9 +154,8 @@ fn print(mode: Mode, snapshot: &Snapshot) -> io::Result<()> {
 pub async fn run(options: Options) -> Result<(), SessionError> {
     let mode = choose_mode(&options)?;
     let pid = options.pid;
-    let Prepared { target, binary, walker, bias } = tokio::task::spawn_blocking(move || prepare(pid))
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??;
+    let Prepared { target, binary, walker, bias } =
+        tokio::task::spawn_blocking(move || prepare(pid)).await.map_err(|e| io::Error::other(e.to_string()))??;
 
     let mut probes = Probes::attach(&target, &binary, walker.layout())?;
     log::info!("attached to {:?}", probes.attached_functions());
@@ -296,9 +293,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
             // exited it stays up, showing the last data, until `q`.
             drop(feed_tx);
         }
-        let result = tokio::task::spawn_blocking(move || tui.join())
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let result =
+            tokio::task::spawn_blocking(move || tui.join()).await.map_err(|e| io::Error::other(e.to_string()))?;
         match result {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::other("the terminal UI failed").into()),

@@ -1,7 +1,10 @@
 //! Runtime PCs → source sites, through the target's binary and load bias.
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{aggregate::{Symbolizer, model::Site}, gobin::GoBinary};
+use crate::{
+    aggregate::{Symbolizer, model::Site},
+    gobin::GoBinary,
+};
 
 pub struct BinarySymbols {
     binary: Arc<GoBinary>,
@@ -15,7 +18,14 @@ pub struct BinarySymbols {
 
 impl BinarySymbols {
     pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
-        Self { binary, bias, call_sites: HashMap::new(), exact_sites: HashMap::new(), frames: HashMap::new(), functions: HashMap::new() }
+        Self {
+            binary,
+            bias,
+            call_sites: HashMap::new(),
+            exact_sites: HashMap::new(),
+            frames: HashMap::new(),
+            functions: HashMap::new(),
+        }
     }
 }
 
@@ -33,10 +43,7 @@ impl Symbolizer for BinarySymbols {
     fn site_at(&mut self, pc: u64) -> Option<Site> {
         // Keyed apart from return addresses: the same value can be both.
         let (binary, bias) = (&self.binary, self.bias);
-        self.exact_sites
-            .entry(pc)
-            .or_insert_with(|| binary.symbolize(pc.wrapping_sub(bias)).map(Site::from))
-            .clone()
+        self.exact_sites.entry(pc).or_insert_with(|| binary.symbolize(pc.wrapping_sub(bias)).map(Site::from)).clone()
     }
 
     fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {

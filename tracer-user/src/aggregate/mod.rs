@@ -147,7 +147,10 @@ impl Aggregator {
         self.totals.events += 1;
         let Some(kind) = EventKind::from_u32(event.kind) else { return };
         let t = event.ktime_ns;
-        if kind != EventKind::GoroutineCreate && self.exited.contains_key(&event.goid) && kind != EventKind::GoroutineExit {
+        if kind != EventKind::GoroutineCreate
+            && self.exited.contains_key(&event.goid)
+            && kind != EventKind::GoroutineExit
+        {
             // Late events of a goroutine that already exited (cannot happen in
             // order; a safety net against cross-CPU reordering).
             return;
@@ -221,10 +224,10 @@ impl Aggregator {
             }
             seen.insert(gm.goid);
             let new = !self.goroutines.contains_key(&gm.goid);
-            let g = self.goroutines.entry(gm.goid).or_insert_with(|| GoroutineState {
-                first_seen_ns: snapshot.t_start_ns,
-                ..Default::default()
-            });
+            let g = self
+                .goroutines
+                .entry(gm.goid)
+                .or_insert_with(|| GoroutineState { first_seen_ns: snapshot.t_start_ns, ..Default::default() });
             g.status = Some(gm.status);
             g.block = matches!(gm.status, GoroutineStatus::Waiting | GoroutineStatus::Leaked).then(|| {
                 let signature = leaks::BlockSignature {
@@ -327,21 +330,23 @@ impl Aggregator {
             if leaked {
                 let blocked_s = blocked_for_ns.unwrap_or(0) as f64 / 1e9;
                 let reason = wait_reason.clone().unwrap_or_default();
-                let group = groups.entry((created_by.clone(), blocked_at.clone(), reason.clone())).or_insert_with(|| {
-                    model::LeakGroup {
-                        created_by: created_by.clone(),
-                        blocked_at: blocked_at.clone(),
-                        wait_reason: reason,
-                        count: 0,
-                        oldest_blocked_s: 0.0,
-                        sample_goids: Vec::new(),
-                    }
-                });
+                let group =
+                    groups.entry((created_by.clone(), blocked_at.clone(), reason.clone())).or_insert_with(|| {
+                        model::LeakGroup {
+                            created_by: created_by.clone(),
+                            blocked_at: blocked_at.clone(),
+                            wait_reason: reason,
+                            count: 0,
+                            oldest_blocked_s: 0.0,
+                            sample_goids: Vec::new(),
+                        }
+                    });
                 group.count += 1;
                 group.oldest_blocked_s = group.oldest_blocked_s.max(blocked_s);
                 group.sample_goids.push(*goid);
             }
-            derived.push((*goid, Derived { status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system }));
+            derived
+                .push((*goid, Derived { status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system }));
         }
         self.totals.goroutines_live = live;
         self.totals.goroutines_total = derived.len() as u64;

@@ -91,7 +91,8 @@ pub(crate) fn read_facts(data: &[u8], wanted: &[&str]) -> Result<DwarfFacts, GoB
             if !wanted.contains(&name.as_ref()) || structs.contains_key(name.as_ref()) {
                 continue;
             }
-            let size = entry.attr_value(gimli::DW_AT_byte_size).ok().flatten().and_then(|v| v.udata_value()).unwrap_or(0);
+            let size =
+                entry.attr_value(gimli::DW_AT_byte_size).ok().flatten().and_then(|v| v.udata_value()).unwrap_or(0);
             let mut members = HashMap::new();
             let mut tree = unit.entries_tree(Some(entry.offset())).map_err(dwarf_err)?;
             let root = tree.root().map_err(dwarf_err)?;

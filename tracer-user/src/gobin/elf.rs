@@ -94,11 +94,7 @@ impl ElfInfo {
             .filter_map(|s| {
                 let name = s.name().ok()?.to_string();
                 let nobits = s.elf_section_header().sh_type(endian) == elf::SHT_NOBITS;
-                Some(SectionInfo {
-                    name,
-                    addr: s.address(),
-                    file_range: if nobits { None } else { s.file_range() },
-                })
+                Some(SectionInfo { name, addr: s.address(), file_range: if nobits { None } else { s.file_range() } })
             })
             .collect();
         let symtab = file.symbol_table().map(|table| {
@@ -137,9 +133,7 @@ impl ElfInfo {
 
     /// The PT_LOAD whose *file-backed* part holds `vaddr`.
     pub fn segment_for_vaddr(&self, vaddr: u64) -> Option<&LoadSegment> {
-        self.segments
-            .iter()
-            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
+        self.segments.iter().find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)
     }
 
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
@@ -148,10 +142,7 @@ impl ElfInfo {
     }
 
     pub fn file_offset_to_vaddr(&self, off: u64) -> Option<u64> {
-        let s = self
-            .segments
-            .iter()
-            .find(|s| off >= s.file_offset && off - s.file_offset < s.filesz)?;
+        let s = self.segments.iter().find(|s| off >= s.file_offset && off - s.file_offset < s.filesz)?;
         s.vaddr.checked_add(off - s.file_offset)
     }
 

@@ -196,9 +196,8 @@ pub(crate) fn from_dwarf(
         .iter()
         .filter_map(|(name, v)| {
             let v = u8::try_from(*v).ok()?;
-            let string = binary_strings
-                .and_then(|b| b.get(usize::from(v)).cloned())
-                .or_else(|| names.get(name).cloned())?;
+            let string =
+                binary_strings.and_then(|b| b.get(usize::from(v)).cloned()).or_else(|| names.get(name).cloned())?;
             Some((v, string))
         })
         .collect();

@@ -184,8 +184,7 @@ impl std::fmt::Debug for GoBinary {
 impl GoBinary {
     /// Reads and parses the file (e.g. `/proc/PID/exe`).
     pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path)
-            .map_err(|source| GoBinError::Io { path: path.display().to_string(), source })?;
+        let data = std::fs::read(path).map_err(|source| GoBinError::Io { path: path.display().to_string(), source })?;
         GoBinary::parse(data)
     }
 
@@ -206,9 +205,8 @@ impl GoBinary {
             }
             (Some(v), Some(h)) => (v, h),
         };
-        let version = GoVersion::parse(&raw_version).ok_or_else(|| {
-            GoBinError::UnsupportedVersion(format!("unparseable version string {raw_version:?}"))
-        })?;
+        let version = GoVersion::parse(&raw_version)
+            .ok_or_else(|| GoBinError::UnsupportedVersion(format!("unparseable version string {raw_version:?}")))?;
         // The pclntab and buildinfo formats read here start with Go 1.18.
         if version.major != 1 || version.minor < 18 {
             return Err(GoBinError::UnsupportedVersion(version.raw));
@@ -351,11 +349,7 @@ impl GoBinary {
             Arch::X86_64 => prologue::amd64_calls(code, entry),
             Arch::Aarch64 => prologue::a64_calls(code, entry),
         };
-        calls
-            .into_iter()
-            .filter(|&(_, t)| t == target)
-            .map(|(ret, _)| self.point(entry, ret))
-            .collect()
+        calls.into_iter().filter(|&(_, t)| t == target).map(|(ret, _)| self.point(entry, ret)).collect()
     }
 
     /// Function, file and line of a PC (static address). For a return
@@ -363,10 +357,8 @@ impl GoBinary {
     pub fn symbolize(&self, pc: u64) -> Option<SourceLine> {
         let f = self.pcln.find_func(&self.data, pc)?;
         let (file, line) = self.pcln.file_line(&self.data, &f, pc)?;
-        let function = self
-            .pcln
-            .inlined_name(&self.data, &self.elf, &f, pc)
-            .or_else(|| self.pcln.func_name(&self.data, &f))?;
+        let function =
+            self.pcln.inlined_name(&self.data, &self.elf, &f, pc).or_else(|| self.pcln.func_name(&self.data, &f))?;
         Some(SourceLine { function: function.to_string(), file: file.to_string(), line })
     }
 
@@ -472,9 +464,8 @@ impl GoBinary {
             Arch::X86_64 => allgs::amd64_accesses(code, entry),
             Arch::Aarch64 => allgs::arm64_accesses(code, entry),
         };
-        let is_data = |a: u64| {
-            self.elf.segments.iter().any(|s| s.is_writable() && a >= s.vaddr && a - s.vaddr < s.memsz)
-        };
+        let is_data =
+            |a: u64| self.elf.segments.iter().any(|s| s.is_writable() && a >= s.vaddr && a - s.vaddr < s.memsz);
         let (allgs, allglen) = acc.solve(&is_data).ok_or_else(|| GoBinError::Malformed {
             what: "runtime.allgadd",
             detail: "no slice header accessed at X, X+8, X+16".into(),

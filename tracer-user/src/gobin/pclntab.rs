@@ -17,9 +17,9 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use super::GoBinError;
 use super::elf::ElfInfo;
 use super::reader::{bytes_at, cstr_at, i32_at, to_usize, u8_at, u32_at, u64_at, uvarint};
-use super::GoBinError;
 
 pub(crate) const MAGIC_118: u32 = 0xffff_fff0;
 pub(crate) const MAGIC_120: u32 = 0xffff_fff1;
@@ -73,7 +73,9 @@ impl Header {
         }
         let word = |i: usize| u64_at(bytes, 8 * i).ok_or_else(|| malformed("truncated header"));
         let off = |i: usize| -> Result<usize, GoBinError> {
-            let v = to_usize(word(i)?).filter(|&v| v <= bytes.len()).ok_or_else(|| malformed("offset outside the table"))?;
+            let v = to_usize(word(i)?)
+                .filter(|&v| v <= bytes.len())
+                .ok_or_else(|| malformed("offset outside the table"))?;
             Ok(v)
         };
         let nfunc = to_usize(word(1)?).ok_or_else(|| malformed("nfunc"))?;
@@ -106,8 +108,10 @@ impl Header {
         let sec = elf.section(".gopclntab").or_else(|| elf.section(".data.rel.ro.gopclntab"));
         if let Some(sec) = sec {
             let (off, len) = sec.file_range.ok_or_else(|| malformed("section has no file data"))?;
-            let (off, len) = (to_usize(off).ok_or_else(|| malformed("offset"))?, to_usize(len).ok_or_else(|| malformed("size"))?);
-            let bytes = bytes_at(data, off, len).ok_or_else(|| malformed("section extends past the end of the file"))?;
+            let (off, len) =
+                (to_usize(off).ok_or_else(|| malformed("offset"))?, to_usize(len).ok_or_else(|| malformed("size"))?);
+            let bytes =
+                bytes_at(data, off, len).ok_or_else(|| malformed("section extends past the end of the file"))?;
             return Header::parse(bytes, sec.addr, off).map(Some);
         }
         let read_only = elf.segments.iter().filter(|s| !s.is_writable());
@@ -229,7 +233,10 @@ impl PclnTab {
                 return Err(malformed(format!("functab not sorted at index {i}")));
             }
             prev = entry;
-            let func_off = hdr.pcln.checked_add(func_off as usize).filter(|&f| f < tab.len())
+            let func_off = hdr
+                .pcln
+                .checked_add(func_off as usize)
+                .filter(|&f| f < tab.len())
                 .ok_or_else(|| malformed(format!("_func {i} outside the table")))?;
             funcs.push(FuncRec { entry, func_off });
         }
@@ -249,7 +256,13 @@ impl PclnTab {
     pub fn func_at_index<'a>(&self, data: &'a [u8], i: usize) -> Option<Func<'a>> {
         let rec = self.funcs.get(i)?;
         let end = self.funcs.get(i + 1).map_or(self.end, |n| n.entry);
-        Some(Func { tab: self.tab(data), off: rec.func_off, new_layout: self.hdr.new_func_layout(), entry: rec.entry, end })
+        Some(Func {
+            tab: self.tab(data),
+            off: rec.func_off,
+            new_layout: self.hdr.new_func_layout(),
+            entry: rec.entry,
+            end,
+        })
     }
 
     /// The function whose [entry, next entry) range holds `pc`.

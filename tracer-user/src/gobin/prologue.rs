@@ -74,12 +74,7 @@ fn tls_g_load(ins: &Instruction) -> Option<Register> {
         .then(|| ins.op0_register())
 }
 
-pub(crate) fn amd64_prologue(
-    code: &[u8],
-    entry: u64,
-    end: u64,
-    is_morestack: &dyn Fn(u64) -> bool,
-) -> Prologue {
+pub(crate) fn amd64_prologue(code: &[u8], entry: u64, end: u64, is_morestack: &dyn Fn(u64) -> bool) -> Prologue {
     let mut dec = decoder(code, entry);
     let mut insns = Vec::with_capacity(6);
     while dec.can_decode() && insns.len() < 6 {
@@ -125,7 +120,12 @@ pub(crate) fn amd64_prologue(
                 && b.op_kind(0) == OpKind::Register
                 && b.op0_register() == Register::R12
                 && matches!(b.op_kind(1), OpKind::Immediate32to64 | OpKind::Immediate8to64 | OpKind::Immediate32);
-            if mov && sub && c.mnemonic() == Mnemonic::Jb && is_cmp_guard(d, Register::R12, g) && e.mnemonic() == Mnemonic::Jbe {
+            if mov
+                && sub
+                && c.mnemonic() == Mnemonic::Jb
+                && is_cmp_guard(d, Register::R12, g)
+                && e.mnemonic() == Mnemonic::Jbe
+            {
                 jbe = Some(e);
                 extra_branch = Some(c);
             }
@@ -246,12 +246,7 @@ fn a64_block_calls(code: &[u8], entry: u64, target: u64, is_morestack: &dyn Fn(u
     false
 }
 
-pub(crate) fn arm64_prologue(
-    code: &[u8],
-    entry: u64,
-    end: u64,
-    is_morestack: &dyn Fn(u64) -> bool,
-) -> Prologue {
+pub(crate) fn arm64_prologue(code: &[u8], entry: u64, end: u64, is_morestack: &dyn Fn(u64) -> bool) -> Prologue {
     let w: Vec<u32> = a64_words(code).take(5).collect();
     let pc = |k: usize| entry + 4 * k as u64;
     let mut found: Option<(usize, Vec<u64>)> = None; // (index of BLS, branch targets)

@@ -71,7 +71,6 @@ fn marker_line(name: &str) -> u32 {
     idx as u32 + 1
 }
 
-
 /// Parses `go1.24.11` from a fixture name.
 fn expected_version(full: &str) -> (u32, u32, u32) {
     let v = GoVersion::parse(full).expect("fixture version");
@@ -158,7 +157,10 @@ fn versions_and_kinds() {
         // Load bias helper: a non-PIE binary mapped at its link address.
         let seg = b.load_segments()[0];
         assert_eq!(b.load_bias(seg.vaddr & !0xfff, seg.file_offset & !0xfff), Some(0));
-        assert_eq!(b.load_bias((seg.vaddr & !0xfff) + 0x5555_0000_0000, seg.file_offset & !0xfff), Some(0x5555_0000_0000));
+        assert_eq!(
+            b.load_bias((seg.vaddr & !0xfff) + 0x5555_0000_0000, seg.file_offset & !0xfff),
+            Some(0x5555_0000_0000)
+        );
         assert_eq!(b.file_offset_to_vaddr(b.vaddr_to_file_offset(b.text_start()).expect("text")), Some(b.text_start()));
     }
 }
@@ -178,7 +180,13 @@ fn pclntab_names_match_symtab() {
             let Some(f2) = b.pcln.lookup(&b.data, name) else { continue };
             // function_entry (symtab) and the stripped path (pclntab) agree.
             let e = b.function_entry(name);
-            assert_eq!(Some(f2.entry), e, "{}: {name}: pclntab picks {:#x}, symtab path {e:x?}", f.path.display(), f2.entry);
+            assert_eq!(
+                Some(f2.entry),
+                e,
+                "{}: {name}: pclntab picks {:#x}, symtab path {e:x?}",
+                f.path.display(),
+                f2.entry
+            );
             assert_eq!(b.function_name(sym.addr), Some(name.as_str()));
             checked += 1;
         }
@@ -209,7 +217,9 @@ fn probe_points() {
         // Stripping does not move code: the same probes either way.
         for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
             let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
-            for name in checked_for(minor).into_iter().chain(nosplit_for(minor)).chain(["runtime.goexit1", "runtime.newproc1"]) {
+            for name in
+                checked_for(minor).into_iter().chain(nosplit_for(minor)).chain(["runtime.goexit1", "runtime.newproc1"])
+            {
                 assert_eq!(ba.function_entry(name), bs.function_entry(name), "{full} {a}/{s}: {name}");
                 assert_eq!(ba.probe_point(name).ok(), bs.probe_point(name).ok(), "{full} {a}/{s}: {name}");
             }
@@ -285,7 +295,10 @@ fn symbolize_same_when_stripped() {
             for i in 0..ba.pcln.len() {
                 let fa = ba.pcln.func_at_index(&ba.data, i).expect("func");
                 let name = ba.pcln.func_name(&ba.data, &fa).unwrap_or("");
-                if !(name.starts_with("main.") || name.starts_with("runtime.gopanic") || name.starts_with("runtime.newproc")) {
+                if !(name.starts_with("main.")
+                    || name.starts_with("runtime.gopanic")
+                    || name.starts_with("runtime.newproc"))
+                {
                     continue;
                 }
                 for pc in fa.entry..fa.end {
@@ -315,7 +328,11 @@ fn layouts_dwarf_equal_table() {
         } else {
             assert_eq!(got.source, table.source, "{ctx}");
         }
-        assert_eq!(RuntimeLayout { source: String::new(), ..got.clone() }, RuntimeLayout { source: String::new(), ..table }, "{ctx}");
+        assert_eq!(
+            RuntimeLayout { source: String::new(), ..got.clone() },
+            RuntimeLayout { source: String::new(), ..table },
+            "{ctx}"
+        );
         assert_eq!(got.g_parent_goid.is_some(), minor >= 21, "{ctx}");
         assert_eq!(got.defer_open_defer.is_some(), minor <= 21, "{ctx}");
         assert_eq!(got.defer_head.is_some(), minor >= 22, "{ctx}");
@@ -353,7 +370,10 @@ fn allgs_from_code_matches_symtab() {
         for (variant, (f, b)) in &variants {
             let ctx = f.path.display();
             let decoded = b.allgs_from_code().unwrap_or_else(|e| panic!("{ctx}: {e}"));
-            assert_eq!(b.allgs_location().expect("allgs"), if b.is_stripped() { decoded } else { b.allgs_location().expect("allgs") });
+            assert_eq!(
+                b.allgs_location().expect("allgs"),
+                if b.is_stripped() { decoded } else { b.allgs_location().expect("allgs") }
+            );
             if let Some(sym) = b.elf.symbol("runtime.allgs") {
                 let len = b.elf.symbol("runtime.allglen").map(|s| s.addr);
                 assert_eq!(decoded, AllgsLocation { allgs: sym.addr, allglen: len }, "{ctx}");
@@ -396,10 +416,7 @@ fn garbage_is_rejected_without_panicking() {
         }
         let _ = GoBinary::parse(d);
     }
-    assert!(matches!(
-        GoBinary::open(Path::new("/nonexistent/deferscope")),
-        Err(GoBinError::Io { .. })
-    ));
+    assert!(matches!(GoBinary::open(Path::new("/nonexistent/deferscope")), Err(GoBinError::Io { .. })));
 }
 
 #[test]
@@ -418,7 +435,8 @@ fn non_go_elf_is_not_go() {
 #[test]
 fn corrupted_fixtures_do_not_panic() {
     let Some(fx) = fixtures() else { return };
-    let picks: Vec<&Fixture> = fx.iter().filter(|f| f.full.starts_with("go1.27") || f.full.starts_with("go1.19")).collect();
+    let picks: Vec<&Fixture> =
+        fx.iter().filter(|f| f.full.starts_with("go1.27") || f.full.starts_with("go1.19")).collect();
     for f in picks {
         let data = std::fs::read(&f.path).expect("read");
         for frac in [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99] {
@@ -427,10 +445,11 @@ fn corrupted_fixtures_do_not_panic() {
         }
         // Flip bytes inside the pclntab and the buildinfo.
         let good = open(f);
-        let regions: Vec<(u64, u64)> = [".gopclntab", ".data.rel.ro.gopclntab", ".go.buildinfo", ".noptrdata", ".go.module"]
-            .iter()
-            .filter_map(|n| good.elf.section(n).and_then(|s| s.file_range))
-            .collect();
+        let regions: Vec<(u64, u64)> =
+            [".gopclntab", ".data.rel.ro.gopclntab", ".go.buildinfo", ".noptrdata", ".go.module"]
+                .iter()
+                .filter_map(|n| good.elf.section(n).and_then(|s| s.file_range))
+                .collect();
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         for round in 0..40 {
             let mut d = data.clone();

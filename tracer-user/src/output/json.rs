@@ -58,7 +58,15 @@ mod tests {
         for key in ["time", "pid", "go_version", "arch", "probes", "totals", "goroutines", "defer_sites"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
-        for key in ["defers_pushed", "defers_popped", "goroutines_created", "goroutines_exited", "goroutines_live", "events", "events_lost"] {
+        for key in [
+            "defers_pushed",
+            "defers_popped",
+            "goroutines_created",
+            "goroutines_exited",
+            "goroutines_live",
+            "events",
+            "events_lost",
+        ] {
             assert!(v["totals"].get(key).is_some(), "missing totals.{key}");
         }
         let g = &v["goroutines"][0];

@@ -1,6 +1,9 @@
 //! The plain text view: a compact live table for terminals (and a readable
 //! log when stdout is not one). The full dashboard is the TUI.
-use std::{fmt::Write as _, io::{self, Write}};
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
 
 use crate::aggregate::model::Snapshot;
 
@@ -44,7 +47,15 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, "{:>10} {:>10}  DEFER SITE", "LIVE", "PUSHED");
     for site in snapshot.defer_sites.iter().take(10) {
-        let _ = writeln!(s, "{:>10} {:>10}  {} {}:{}", site.live, site.pushed, site.function, short_file(&site.file), site.line);
+        let _ = writeln!(
+            s,
+            "{:>10} {:>10}  {} {}:{}",
+            site.live,
+            site.pushed,
+            site.function,
+            short_file(&site.file),
+            site.line
+        );
     }
     if snapshot.target_exited {
         let _ = writeln!(s, "\ntarget process {} exited", snapshot.pid);

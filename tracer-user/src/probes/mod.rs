@@ -24,7 +24,9 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("this deferscope was built without its eBPF probes (DEFERSCOPE_SKIP_EBPF=1); rebuild it with `cargo xtask build`")]
+    #[error(
+        "this deferscope was built without its eBPF probes (DEFERSCOPE_SKIP_EBPF=1); rebuild it with `cargo xtask build`"
+    )]
     NoObject,
     #[error("loading the eBPF probes failed (deferscope needs root, or CAP_BPF and CAP_PERFMON): {0}")]
     Load(String),
@@ -32,7 +34,9 @@ pub enum ProbeError {
     MissingFunction { pid: u32, function: &'static str, version: String },
     #[error("cannot place a probe on {function}: {source}")]
     Locate { function: &'static str, source: GoBinError },
-    #[error("attaching a uprobe to {function} in process {pid} failed (needs root, or CAP_PERFMON, and a kernel with uprobes): {detail}")]
+    #[error(
+        "attaching a uprobe to {function} in process {pid} failed (needs root, or CAP_PERFMON, and a kernel with uprobes): {detail}"
+    )]
     Attach { function: &'static str, pid: u32, detail: String },
     #[error("eBPF map {0} missing from the probe object")]
     MissingMap(&'static str),
@@ -178,8 +182,8 @@ impl Probes {
         let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::MissingMap("EVENTS"))?;
         let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Load(e.to_string()))?;
         // SAFETY: the ring buffer's fd stays open as long as the AsyncFd owns it.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(io::Error::from)?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
         Ok(fd)
     }
 

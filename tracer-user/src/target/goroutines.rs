@@ -218,7 +218,10 @@ impl MemoryWalker {
         let stack_lo = field_u64(&before, l.g_stack_lo).unwrap_or(0);
         let stack_hi = field_u64(&before, l.g_stack_hi).unwrap_or(0);
         // Only a goroutine that is off-CPU has meaningful saved registers.
-        let stack_pcs = if matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Runnable | GoroutineStatus::Preempted | GoroutineStatus::Leaked) {
+        let stack_pcs = if matches!(
+            status,
+            GoroutineStatus::Waiting | GoroutineStatus::Runnable | GoroutineStatus::Preempted | GoroutineStatus::Leaked
+        ) {
             stack::unwind(&self.mem, sched_pc, sched_bp, stack_lo, stack_hi)
         } else {
             Vec::new()

@@ -21,9 +21,7 @@ pub enum ProcessError {
 
 fn io_error(pid: u32, path: &Path, source: io::Error) -> ProcessError {
     match source.kind() {
-        io::ErrorKind::NotFound if !Path::new(&format!("/proc/{pid}")).exists() => {
-            ProcessError::NoSuchProcess(pid)
-        }
+        io::ErrorKind::NotFound if !Path::new(&format!("/proc/{pid}")).exists() => ProcessError::NoSuchProcess(pid),
         io::ErrorKind::NotFound => ProcessError::NoExecutable { pid },
         io::ErrorKind::PermissionDenied => ProcessError::PermissionDenied { path: path.to_owned() },
         _ => ProcessError::Io { path: path.to_owned(), source },
@@ -82,10 +80,8 @@ impl TargetProcess {
             return Ok(0);
         }
         let mappings = self.exe_mappings()?;
-        let (start, _) = mappings
-            .iter()
-            .find(|(_, off)| *off == 0)
-            .ok_or(ProcessError::ExeNotMapped { pid: self.pid })?;
+        let (start, _) =
+            mappings.iter().find(|(_, off)| *off == 0).ok_or(ProcessError::ExeNotMapped { pid: self.pid })?;
         Ok(start.wrapping_sub(first_load_vaddr & !0xfff))
     }
 }
@@ -118,10 +114,7 @@ mod tests {
 55d0c0b00000-55d0c0c00000 r-xp 00100000 fe:00 1234 /tmp/prog
 7f0000000000-7f0000001000 rw-p 00000000 00:00 0 
 7f0000001000-7f0000002000 r--p 00000000 fe:00 99 /lib/libc.so";
-        assert_eq!(
-            parse_exe_mappings(maps, 1234),
-            vec![(0x55d0c0a00000, 0), (0x55d0c0b00000, 0x100000)]
-        );
+        assert_eq!(parse_exe_mappings(maps, 1234), vec![(0x55d0c0a00000, 0), (0x55d0c0b00000, 0x100000)]);
         assert!(parse_exe_mappings("garbage\n\n1-2 x", 1).is_empty());
     }
 
