@@ -16,6 +16,7 @@
 //!   by the GC to the GC's start time when it finds it blocked, so a non-zero
 //!   value is a lower bound on how long it has been blocked — which gives an
 //!   age to goroutines blocked since before deferscope attached.
+//!
 //! `g.waitsince` alone is not enough (it stays 0 until a GC runs). A
 //! goroutine's block starts at the first read that shows it blocked with a
 //! given signature; any change of the signature restarts it.

@@ -25,7 +25,7 @@ pub fn unwind(mem: &ProcessMemory, pc: u64, bp: u64, stack_lo: u64, stack_hi: u6
     // A frame record must lie inside the goroutine's stack, and each caller's
     // record sits above the callee's: anything else means a torn read or the
     // end of the chain.
-    while pcs.len() < MAX_FRAMES && fp >= stack_lo && fp.saturating_add(16) <= stack_hi && fp % 8 == 0 {
+    while pcs.len() < MAX_FRAMES && fp >= stack_lo && fp.saturating_add(16) <= stack_hi && fp.is_multiple_of(8) {
         let mut record = [0u8; 16];
         if mem.read_exact(fp, &mut record).is_err() {
             break;
