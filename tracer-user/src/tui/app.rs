@@ -205,12 +205,17 @@ pub struct Matcher {
     file_line: Option<(Vec<u8>, u32)>,
 }
 
+/// Case-insensitive substring test; `needle` is lowercase.
 fn contains_ci(haystack: &str, needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else { return true };
+    let h = haystack.as_bytes();
+    if h.len() < needle.len() {
+        return false;
+    }
+    // Cheap first-byte scan, full comparison only on a hit: this runs over
+    // every site of every goroutine when the filter changes.
+    (0..=h.len() - needle.len())
+        .any(|i| h[i].to_ascii_lowercase() == first && h[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 impl Matcher {
@@ -219,13 +224,10 @@ impl Matcher {
         if text.is_empty() {
             return None;
         }
-        let file_line = text.rsplit_once(':').and_then(|(file, line)| {
-            Some((file.as_bytes().to_ascii_lowercase(), line.parse().ok()?))
-        });
-        Some(Self {
-            needle: text.as_bytes().to_ascii_lowercase(),
-            file_line,
-        })
+        let file_line = text
+            .rsplit_once(':')
+            .and_then(|(file, line)| Some((file.as_bytes().to_ascii_lowercase(), line.parse().ok()?)));
+        Some(Self { needle: text.as_bytes().to_ascii_lowercase(), file_line })
     }
 
     pub fn str(&self, s: &str) -> bool {
@@ -255,12 +257,8 @@ impl Matcher {
             || self.opt_site(&g.created_by)
             || self.opt_site(&g.blocked_at)
             || g.start_function.as_deref().is_some_and(|f| self.str(f))
-            || g.stack
-                .as_ref()
-                .is_some_and(|s| s.iter().any(|f| self.site(f)))
-            || g.defer_chain
-                .as_ref()
-                .is_some_and(|c| c.iter().any(|e| self.opt_site(&e.site)))
+            || g.stack.as_ref().is_some_and(|s| s.iter().any(|f| self.site(f)))
+            || g.defer_chain.as_ref().is_some_and(|c| c.iter().any(|e| self.opt_site(&e.site)))
     }
 
     pub fn leak(&self, l: &LeakGroup) -> bool {
@@ -284,10 +282,7 @@ impl Series {
 
     /// The newest `n` samples, oldest first.
     pub fn last(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
-        self.data
-            .iter()
-            .skip(self.data.len().saturating_sub(n))
-            .copied()
+        self.data.iter().skip(self.data.len().saturating_sub(n)).copied()
     }
 
     pub fn latest(&self) -> Option<u64> {
@@ -369,17 +364,11 @@ pub struct LeakKey {
 
 impl LeakKey {
     pub fn of(l: &LeakGroup) -> Self {
-        Self {
-            created_by: l.created_by.clone(),
-            blocked_at: l.blocked_at.clone(),
-            wait_reason: l.wait_reason.clone(),
-        }
+        Self { created_by: l.created_by.clone(), blocked_at: l.blocked_at.clone(), wait_reason: l.wait_reason.clone() }
     }
 
     fn matches(&self, l: &LeakGroup) -> bool {
-        self.created_by == l.created_by
-            && self.blocked_at == l.blocked_at
-            && self.wait_reason == l.wait_reason
+        self.created_by == l.created_by && self.blocked_at == l.blocked_at && self.wait_reason == l.wait_reason
     }
 }
 
@@ -449,6 +438,8 @@ pub struct App {
     pub detail: Option<Detail>,
     /// Snapshots received (for the header).
     pub received: u64,
+    /// The filter changed since the views were computed.
+    stale: bool,
 }
 
 impl App {
@@ -484,6 +475,7 @@ impl App {
             max_depth: 0,
             detail: None,
             received: 0,
+            stale: false,
         }
     }
 
@@ -532,26 +524,20 @@ impl App {
             .defer_sites
             .iter()
             .map(|s| {
-                let before = self
-                    .prev_site_pushed
-                    .get(&(s.function.clone(), s.file.clone(), s.line))
-                    .copied();
+                let before = self.prev_site_pushed.get(&(s.function.clone(), s.file.clone(), s.line)).copied();
                 // A site first seen now had no pushes before.
                 rate(s.pushed, before.unwrap_or(0), dt).filter(|_| self.prev.is_some())
             })
             .collect();
-        self.prev_site_pushed = snapshot
-            .defer_sites
-            .iter()
-            .map(|s| ((s.function.clone(), s.file.clone(), s.line), s.pushed))
-            .collect();
+        self.prev_site_pushed =
+            snapshot.defer_sites.iter().map(|s| ((s.function.clone(), s.file.clone(), s.line), s.pushed)).collect();
         self.prev = Some(now);
 
         let t = &snapshot.totals;
         self.history.live_records.push(t.defer_records_live);
-        self.history
-            .pushes_per_s
-            .push(self.rates.pushes_per_s.unwrap_or(0.0).round() as u64);
+        if let Some(r) = self.rates.pushes_per_s {
+            self.history.pushes_per_s.push(r.round() as u64);
+        }
         self.history.goroutines_live.push(t.goroutines_live);
         self.history.goroutines_leaked.push(t.goroutines_leaked);
 
@@ -580,6 +566,7 @@ impl App {
     /// Recomputes the filtered, sorted views (after a new snapshot, a sort
     /// or filter change) and keeps each selection on the same item.
     pub fn refresh(&mut self) {
+        self.stale = false;
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
@@ -591,55 +578,36 @@ impl App {
         let gs = &snapshot.goroutines;
         match self.goroutine_sort {
             // The snapshot comes deepest first; keep its order (stable).
-            GoroutineSort::Depth => {
-                rows.sort_by(|&a, &b| gs[b as usize].defer_depth.cmp(&gs[a as usize].defer_depth))
-            }
+            GoroutineSort::Depth => rows.sort_by(|&a, &b| gs[b as usize].defer_depth.cmp(&gs[a as usize].defer_depth)),
             GoroutineSort::MaxDepth => rows.sort_by(|&a, &b| {
                 let (a, b) = (&gs[a as usize], &gs[b as usize]);
-                b.max_defer_depth
-                    .cmp(&a.max_defer_depth)
-                    .then(b.defer_depth.cmp(&a.defer_depth))
+                b.max_defer_depth.cmp(&a.max_defer_depth).then(b.defer_depth.cmp(&a.defer_depth))
             }),
             GoroutineSort::BlockedFor => rows.sort_by(|&a, &b| {
                 let (a, b) = (&gs[a as usize], &gs[b as usize]);
-                b.blocked_for_s
-                    .unwrap_or(-1.0)
-                    .total_cmp(&a.blocked_for_s.unwrap_or(-1.0))
-                    .then(a.goid.cmp(&b.goid))
+                b.blocked_for_s.unwrap_or(-1.0).total_cmp(&a.blocked_for_s.unwrap_or(-1.0)).then(a.goid.cmp(&b.goid))
             }),
             GoroutineSort::Goid => rows.sort_by_key(|&i| gs[i as usize].goid),
         }
         self.goroutine_rows = rows;
         if let Some(goid) = self.selected_goid
-            && let Some(pos) = self
-                .goroutine_rows
-                .iter()
-                .position(|&i| gs[i as usize].goid == goid)
+            && let Some(pos) = self.goroutine_rows.iter().position(|&i| gs[i as usize].goid == goid)
         {
             self.goroutines.selected = pos;
         }
         self.goroutines.clamp(self.goroutine_rows.len());
 
         let ls = &snapshot.leaks;
-        let mut rows: Vec<u32> = (0..ls.len() as u32)
-            .filter(|&i| m.is_none_or(|m| m.leak(&ls[i as usize])))
-            .collect();
+        let mut rows: Vec<u32> = (0..ls.len() as u32).filter(|&i| m.is_none_or(|m| m.leak(&ls[i as usize]))).collect();
         match self.leak_sort {
-            LeakSort::Count => {
-                rows.sort_by(|&a, &b| ls[b as usize].count.cmp(&ls[a as usize].count))
+            LeakSort::Count => rows.sort_by(|&a, &b| ls[b as usize].count.cmp(&ls[a as usize].count)),
+            LeakSort::Oldest => {
+                rows.sort_by(|&a, &b| ls[b as usize].oldest_blocked_s.total_cmp(&ls[a as usize].oldest_blocked_s))
             }
-            LeakSort::Oldest => rows.sort_by(|&a, &b| {
-                ls[b as usize]
-                    .oldest_blocked_s
-                    .total_cmp(&ls[a as usize].oldest_blocked_s)
-            }),
         }
         self.leak_rows = rows;
         if let Some(key) = &self.selected_leak
-            && let Some(pos) = self
-                .leak_rows
-                .iter()
-                .position(|&i| key.matches(&ls[i as usize]))
+            && let Some(pos) = self.leak_rows.iter().position(|&i| key.matches(&ls[i as usize]))
         {
             self.leaks.selected = pos;
         }
@@ -659,16 +627,12 @@ impl App {
         match self.site_sort {
             SiteSort::Live => rows.sort_by(|&a, &b| ss[b as usize].live.cmp(&ss[a as usize].live)),
             SiteSort::PushRate => rows.sort_by(|&a, &b| r(b).total_cmp(&r(a))),
-            SiteSort::Pushed => {
-                rows.sort_by(|&a, &b| ss[b as usize].pushed.cmp(&ss[a as usize].pushed))
-            }
+            SiteSort::Pushed => rows.sort_by(|&a, &b| ss[b as usize].pushed.cmp(&ss[a as usize].pushed)),
         }
         self.site_rows = rows;
         if let Some((_, file, line)) = &self.selected_site
-            && let Some(pos) = self
-                .site_rows
-                .iter()
-                .position(|&i| ss[i as usize].line == *line && ss[i as usize].file == *file)
+            && let Some(pos) =
+                self.site_rows.iter().position(|&i| ss[i as usize].line == *line && ss[i as usize].file == *file)
         {
             self.sites.selected = pos;
         }
@@ -684,22 +648,16 @@ impl App {
             return;
         };
         match &detail.target {
-            DetailTarget::Goroutine(goid) => {
-                match snapshot.goroutines.iter().find(|g| g.goid == *goid) {
-                    Some(g) => {
-                        detail.goroutine = Some(g.clone());
-                        detail.gone = false;
-                    }
-                    None => detail.gone = true,
+            DetailTarget::Goroutine(goid) => match snapshot.goroutines.iter().find(|g| g.goid == *goid) {
+                Some(g) => {
+                    detail.goroutine = Some(g.clone());
+                    detail.gone = false;
                 }
-            }
+                None => detail.gone = true,
+            },
             DetailTarget::Leak(key) => match snapshot.leaks.iter().find(|l| key.matches(l)) {
                 Some(l) => {
-                    detail.goroutine = snapshot
-                        .goroutines
-                        .iter()
-                        .find(|g| l.sample_goids.contains(&g.goid))
-                        .cloned();
+                    detail.goroutine = snapshot.goroutines.iter().find(|g| l.sample_goids.contains(&g.goid)).cloned();
                     detail.group = Some(l.clone());
                     detail.gone = false;
                 }
@@ -712,14 +670,9 @@ impl App {
         let Some(snapshot) = &self.snapshot else {
             return;
         };
-        self.selected_goid = self
-            .goroutine_rows
-            .get(self.goroutines.selected)
-            .map(|&i| snapshot.goroutines[i as usize].goid);
-        self.selected_leak = self
-            .leak_rows
-            .get(self.leaks.selected)
-            .map(|&i| LeakKey::of(&snapshot.leaks[i as usize]));
+        self.selected_goid =
+            self.goroutine_rows.get(self.goroutines.selected).map(|&i| snapshot.goroutines[i as usize].goid);
+        self.selected_leak = self.leak_rows.get(self.leaks.selected).map(|&i| LeakKey::of(&snapshot.leaks[i as usize]));
         self.selected_site = self.site_rows.get(self.sites.selected).map(|&i| {
             let s = &snapshot.defer_sites[i as usize];
             (s.function.clone(), s.file.clone(), s.line)
@@ -814,6 +767,21 @@ impl App {
         self.refresh();
     }
 
+    /// Typing in the filter: the views are recomputed once before the next
+    /// frame ([`App::prepare`]), not once per key of a fast typist or a paste.
+    pub fn edit_filter(&mut self, edit: impl FnOnce(&mut String)) {
+        edit(&mut self.filter.text);
+        self.matcher = Matcher::new(&self.filter.text);
+        self.stale = true;
+    }
+
+    /// Brings the views up to date after [`App::edit_filter`].
+    pub fn prepare(&mut self) {
+        if self.stale {
+            self.refresh();
+        }
+    }
+
     pub fn clear_filter(&mut self) {
         self.filter.editing = false;
         if !self.filter.text.is_empty() {
@@ -849,14 +817,7 @@ impl App {
             }
         };
         if let Some(target) = target {
-            self.detail = Some(Detail {
-                target,
-                goroutine: None,
-                group: None,
-                gone: false,
-                scroll: 0,
-                height: 0,
-            });
+            self.detail = Some(Detail { target, goroutine: None, group: None, gone: false, scroll: 0, height: 0 });
             self.refresh_detail();
             self.overlay = Overlay::Detail;
         }
@@ -868,19 +829,13 @@ impl App {
     }
 
     pub fn toggle_help(&mut self) {
-        self.overlay = if self.overlay == Overlay::Help {
-            Overlay::None
-        } else {
-            Overlay::Help
-        };
+        self.overlay = if self.overlay == Overlay::Help { Overlay::None } else { Overlay::Help };
     }
 
     /// The `i`-th visible goroutine row.
     pub fn goroutine_at(&self, row: usize) -> Option<&GoroutineView> {
         let s = self.snapshot.as_ref()?;
-        self.goroutine_rows
-            .get(row)
-            .map(|&i| &s.goroutines[i as usize])
+        self.goroutine_rows.get(row).map(|&i| &s.goroutines[i as usize])
     }
 
     pub fn selected_goroutine(&self) -> Option<&GoroutineView> {
@@ -937,11 +892,7 @@ mod tests {
         assert_eq!(app.history.pushes_per_s.latest(), Some(2000));
         assert_eq!(app.history.live_records.len(), 2);
         let s = app.snapshot().expect("snapshot");
-        let deep = s
-            .defer_sites
-            .iter()
-            .position(|d| d.function.as_ref() == "main.deepWorker")
-            .expect("site");
+        let deep = s.defer_sites.iter().position(|d| d.function.as_ref() == "main.deepWorker").expect("site");
         assert!(app.site_rate(deep).expect("rate") > 0.0);
     }
 
@@ -973,9 +924,7 @@ mod tests {
         // Leaked goroutines (blocked longest) first.
         assert!(app.goroutine_at(0).expect("g").leaked);
         app.cycle_sort();
-        let goids: Vec<u64> = (0..app.goroutine_rows().len())
-            .map(|i| app.goroutine_at(i).expect("g").goid)
-            .collect();
+        let goids: Vec<u64> = (0..app.goroutine_rows().len()).map(|i| app.goroutine_at(i).expect("g").goid).collect();
         assert!(goids.windows(2).all(|w| w[0] < w[1]));
         // A new snapshot keeps the cursor on the same goroutine.
         app.on_snapshot(Arc::new(fixtures::snapshot()));

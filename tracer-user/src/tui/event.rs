@@ -23,10 +23,7 @@ pub struct Events {
 
 impl Events {
     pub fn new(feed: SnapshotFeed) -> Self {
-        Self {
-            feed,
-            closed: false,
-        }
+        Self { feed, closed: false }
     }
 
     /// The newest snapshot not seen yet. When the session ends, a last
@@ -41,11 +38,7 @@ impl Events {
             Err(_) => {
                 self.closed = true;
                 let last = self.feed.borrow_and_update();
-                if last.has_changed() {
-                    last.clone()
-                } else {
-                    None
-                }
+                if last.has_changed() { last.clone() } else { None }
             }
         }
     }

@@ -74,14 +74,8 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         runtime("runtime.goexit", "asm_amd64.s", 1700),
     ]);
     deep.defer_chain = Some(vec![
-        DeferChainEntry {
-            site: Some(site("main.deepWorker", "main.go", 42)),
-            count: 2480,
-        },
-        DeferChainEntry {
-            site: Some(site("main.deepWorker", "main.go", 37)),
-            count: 20,
-        },
+        DeferChainEntry { site: Some(site("main.deepWorker", "main.go", 42)), count: 2480 },
+        DeferChainEntry { site: Some(site("main.deepWorker", "main.go", 37)), count: 20 },
     ]);
     goroutines.push(deep);
 
@@ -90,11 +84,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         g.defer_depth = 3 - i as u64;
         g.max_defer_depth = 4;
         g.top_defer_site = Some(site("main.handleOrders", "orders.go", 51));
-        g.created_by = Some(Site::new(
-            "net/http.(*Server).Serve",
-            "/usr/local/go/src/net/http/server.go",
-            3285,
-        ));
+        g.created_by = Some(Site::new("net/http.(*Server).Serve", "/usr/local/go/src/net/http/server.go", 3285));
         g.start_function = Some("net/http.(*conn).serve".into());
         g.depth_exact = i != 2;
         goroutines.push(g);
@@ -141,11 +131,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         exe: "shop-server".into(),
         go_version: "go1.24.11".into(),
         arch: "x86_64".into(),
-        probes: vec![
-            "runtime.deferproc".into(),
-            "runtime.deferreturn".into(),
-            "runtime.newproc1".into(),
-        ],
+        probes: vec!["runtime.deferproc".into(), "runtime.deferreturn".into(), "runtime.newproc1".into()],
         totals: Totals {
             defers_pushed: pushed,
             defers_popped: pushed.saturating_sub(2509),
@@ -193,14 +179,8 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         }],
         leak_after_s: 1.0,
         probe_hits: vec![
-            ProbeHits {
-                function: "runtime.deferproc".into(),
-                hits: pushed,
-            },
-            ProbeHits {
-                function: "runtime.deferreturn".into(),
-                hits: pushed,
-            },
+            ProbeHits { function: "runtime.deferproc".into(), hits: pushed },
+            ProbeHits { function: "runtime.deferreturn".into(), hits: pushed },
         ],
         trace_uptime_s: uptime,
         memory_read_s: 0.002,
@@ -211,16 +191,10 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
 /// `n` goroutines in 100 functions, for the scale tests.
 pub fn many(n: u64) -> Snapshot {
     let mut s = snapshot();
-    let sites: Vec<Site> = (0..100)
-        .map(|i| site(&format!("main.worker{i}"), "work.go", 10 + i))
-        .collect();
+    let sites: Vec<Site> = (0..100).map(|i| site(&format!("main.worker{i}"), "work.go", 10 + i)).collect();
     s.goroutines = (0..n)
         .map(|goid| {
-            let mut g = goroutine(
-                goid + 100,
-                if goid % 7 == 0 { "running" } else { "waiting" },
-                Some("chan receive"),
-            );
+            let mut g = goroutine(goid + 100, if goid % 7 == 0 { "running" } else { "waiting" }, Some("chan receive"));
             let site = sites[(goid % 100) as usize].clone();
             g.defer_depth = (goid * 7919) % 3000;
             g.max_defer_depth = g.defer_depth + goid % 5;

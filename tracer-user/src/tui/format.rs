@@ -57,12 +57,7 @@ pub fn basename(path: &str) -> &str {
 
 /// `main.go:42 main.deepWorker`: the place first, so it survives truncation.
 pub fn site_short(site: &Site) -> String {
-    format!(
-        "{}:{} {}",
-        basename(&site.file),
-        site.line,
-        short_function(&site.function)
-    )
+    format!("{}:{} {}", basename(&site.file), site.line, short_function(&site.function))
 }
 
 pub fn opt_site_short(site: &Option<Site>) -> String {
@@ -119,19 +114,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(
-            short_function("github.com/acme/shop/cart.(*Cart).Close"),
-            "cart.(*Cart).Close"
-        );
+        assert_eq!(short_function("github.com/acme/shop/cart.(*Cart).Close"), "cart.(*Cart).Close");
         assert_eq!(short_function("main.main"), "main.main");
-        assert_eq!(
-            short_function("pkg.F[go.shape.*a/b.T]"),
-            "pkg.F[go.shape.*a/b.T]"
-        );
-        assert_eq!(
-            site_short(&Site::new("main.f", "/x/y/main.go", 7)),
-            "main.go:7 main.f"
-        );
+        assert_eq!(short_function("pkg.F[go.shape.*a/b.T]"), "pkg.F[go.shape.*a/b.T]");
+        assert_eq!(site_short(&Site::new("main.f", "/x/y/main.go", 7)), "main.go:7 main.f");
     }
 
     #[test]

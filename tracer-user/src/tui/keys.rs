@@ -21,21 +21,20 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         return Action::Quit;
     }
 
+    let typing = app.filter.editing && matches!(key.code, KeyCode::Char(_) | KeyCode::Backspace) && !ctrl;
+    if !typing {
+        // Other keys act on up-to-date views.
+        app.prepare();
+    }
     if app.filter.editing {
         match key.code {
             KeyCode::Esc => app.clear_filter(),
             KeyCode::Enter | KeyCode::Tab => app.filter.editing = false,
-            KeyCode::Backspace => {
-                let mut text = app.filter.text.clone();
-                text.pop();
-                app.set_filter(text);
-            }
+            KeyCode::Backspace => app.edit_filter(|t| {
+                t.pop();
+            }),
             KeyCode::Char('u') if ctrl => app.set_filter(String::new()),
-            KeyCode::Char(c) if !ctrl => {
-                let mut text = app.filter.text.clone();
-                text.push(c);
-                app.set_filter(text);
-            }
+            KeyCode::Char(c) if !ctrl => app.edit_filter(|t| t.push(c)),
             // Moving while typing narrows and picks in one go.
             KeyCode::Down => app.move_by(1),
             KeyCode::Up => app.move_by(-1),
@@ -47,9 +46,7 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
     match key.code {
         KeyCode::Char('q') => return Action::Quit,
         KeyCode::Char('?') | KeyCode::F(1) => app.toggle_help(),
-        KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left
-            if app.overlay != Overlay::None =>
-        {
+        KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left if app.overlay != Overlay::None => {
             app.close_overlay()
         }
         KeyCode::Esc => app.clear_filter(),
@@ -101,31 +98,21 @@ mod tests {
     }
 
     fn press(app: &mut App, keys: &[KeyEvent]) -> Action {
-        keys.iter().fold(Action::None, |_, k| handle_key(app, *k))
+        let action = keys.iter().fold(Action::None, |_, k| handle_key(app, *k));
+        app.prepare(); // as drawing does
+        action
     }
 
     #[test]
     fn quit_keys() {
         let mut a = app();
         assert_eq!(handle_key(&mut a, ch('q')), Action::Quit);
-        assert_eq!(
-            handle_key(
-                &mut a,
-                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
-            ),
-            Action::Quit
-        );
+        assert_eq!(handle_key(&mut a, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
         // While typing a filter, q is a letter; Ctrl-C still quits.
         press(&mut a, &[ch('/')]);
         assert_eq!(handle_key(&mut a, ch('q')), Action::Redraw);
         assert_eq!(a.filter.text, "q");
-        assert_eq!(
-            handle_key(
-                &mut a,
-                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
-            ),
-            Action::Quit
-        );
+        assert_eq!(handle_key(&mut a, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Action::Quit);
     }
 
     #[test]
@@ -166,10 +153,7 @@ mod tests {
         press(&mut a, &[ch('/'), ch('d'), ch('e'), ch('e'), ch('x')]);
         assert!(a.filter.editing);
         assert_eq!(a.goroutine_rows().len(), 0);
-        press(
-            &mut a,
-            &[key(KeyCode::Backspace), ch('p'), key(KeyCode::Enter)],
-        );
+        press(&mut a, &[key(KeyCode::Backspace), ch('p'), key(KeyCode::Enter)]);
         assert!(!a.filter.editing);
         assert_eq!(a.filter.text, "deep");
         assert_eq!(a.goroutine_rows().len(), 1);
@@ -206,6 +190,23 @@ mod tests {
         press(&mut a, &[key(KeyCode::Esc)]);
         assert_eq!(a.overlay, Overlay::None);
         assert!(a.detail.is_none());
+    }
+
+    #[test]
+    fn typed_filter_is_applied_once_before_the_next_frame() {
+        let mut a = app();
+        let all = a.goroutine_rows().len();
+        for k in [ch('/'), ch('d'), ch('e'), ch('e'), ch('p')] {
+            handle_key(&mut a, k);
+        }
+        // Not yet: a burst of keys costs one recomputation, not one per key.
+        assert_eq!(a.goroutine_rows().len(), all);
+        a.prepare();
+        assert_eq!(a.goroutine_rows().len(), 1);
+        // Any other key sees the current views.
+        handle_key(&mut a, ch('x'));
+        handle_key(&mut a, key(KeyCode::Enter));
+        assert_eq!(a.goroutine_rows().len(), 0);
     }
 
     #[test]

@@ -20,14 +20,11 @@ pub fn render<B: Backend>(terminal: &mut Terminal<B>, app: &mut App) -> Result<(
 }
 
 pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
+    app.prepare();
     let area = frame.area();
     let header_height = sections::header::height(app);
-    let [header, body, footer] = Layout::vertical([
-        Constraint::Length(header_height),
-        Constraint::Min(3),
-        Constraint::Length(1),
-    ])
-    .areas(area);
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(header_height), Constraint::Min(3), Constraint::Length(1)]).areas(area);
     sections::header::draw(frame, header, app);
     draw_footer(frame, footer, app);
 
@@ -38,9 +35,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
             Line::from("waiting for the first snapshot").dim(),
         ];
         frame.render_widget(
-            Paragraph::new(text)
-                .alignment(Alignment::Center)
-                .block(Block::new().borders(Borders::ALL)),
+            Paragraph::new(text).alignment(Alignment::Center).block(Block::new().borders(Borders::ALL)),
             body,
         );
         return;
@@ -69,17 +64,11 @@ fn draw_dashboard(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         20.. => 7,
         _ => 0,
     };
-    let [table, bottom, chart_area] = Layout::vertical([
-        Constraint::Min(5),
-        Constraint::Length(panels),
-        Constraint::Length(charts),
-    ])
-    .areas(area);
+    let [table, bottom, chart_area] =
+        Layout::vertical([Constraint::Min(5), Constraint::Length(panels), Constraint::Length(charts)]).areas(area);
     sections::goroutines::draw(frame, table, app);
     if panels > 0 {
-        let [leaks, sites] =
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-                .areas(bottom);
+        let [leaks, sites] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
         sections::leaks::draw(frame, leaks, app);
         sections::sites::draw(frame, sites, app);
     }
@@ -90,19 +79,12 @@ fn draw_dashboard(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
 
 /// A panel's frame; the focused one stands out.
 pub fn panel_block(title: Line<'static>, focused: bool) -> Block<'static> {
-    let style = if focused {
-        Style::new().fg(Color::Cyan)
+    let style = if focused { Style::new().fg(Color::Cyan) } else { Style::new().fg(Color::DarkGray) };
+    Block::new().borders(Borders::ALL).border_style(style).title(title.style(if focused {
+        Style::new().add_modifier(Modifier::BOLD)
     } else {
-        Style::new().fg(Color::DarkGray)
-    };
-    Block::new()
-        .borders(Borders::ALL)
-        .border_style(style)
-        .title(title.style(if focused {
-            Style::new().add_modifier(Modifier::BOLD)
-        } else {
-            Style::new()
-        }))
+        Style::new()
+    }))
 }
 
 /// The style of a selected row: bright in the focused panel, a hint elsewhere.
@@ -120,11 +102,7 @@ pub fn header_style() -> Style {
 
 /// ` sort: depth ▼`-style suffix for a column title.
 pub fn sorted(title: &str, on: bool) -> String {
-    if on {
-        format!("{title}▼")
-    } else {
-        title.to_owned()
-    }
+    if on { format!("{title}▼") } else { title.to_owned() }
 }
 
 pub fn focused(app: &App, panel: Panel) -> bool {
@@ -138,36 +116,16 @@ fn key(k: &'static str) -> Span<'static> {
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let mut spans = Vec::new();
     if app.filter.editing {
-        spans.push(Span::styled(
-            " / ",
-            Style::new().fg(Color::Black).bg(Color::Yellow),
-        ));
+        spans.push(Span::styled(" / ", Style::new().fg(Color::Black).bg(Color::Yellow)));
         spans.push(Span::raw(" "));
-        spans.push(Span::styled(
-            app.filter.text.clone(),
-            Style::new().fg(Color::Yellow),
-        ));
-        spans.push(Span::styled(
-            "█",
-            Style::new()
-                .fg(Color::Yellow)
-                .add_modifier(Modifier::SLOW_BLINK),
-        ));
-        spans.push(Span::styled(
-            "   function, file or file:line · Enter keep · Esc clear",
-            Style::new().dim(),
-        ));
+        spans.push(Span::styled(app.filter.text.clone(), Style::new().fg(Color::Yellow)));
+        spans.push(Span::styled("█", Style::new().fg(Color::Yellow).add_modifier(Modifier::SLOW_BLINK)));
+        spans.push(Span::styled("   function, file or file:line · Enter keep · Esc clear", Style::new().dim()));
         frame.render_widget(Line::from(spans), area);
         return;
     }
     let hints: &[(&str, &str)] = match app.overlay {
-        Overlay::Detail => &[
-            ("Esc", "back"),
-            ("↑↓ jk", "scroll"),
-            ("g G", "top/end"),
-            ("p", "pause"),
-            ("q", "quit"),
-        ],
+        Overlay::Detail => &[("Esc", "back"), ("↑↓ jk", "scroll"), ("g G", "top/end"), ("p", "pause"), ("q", "quit")],
         _ => &[
             ("q", "quit"),
             ("?", "help"),
@@ -346,9 +304,6 @@ mod tests {
         let per_frame = t.elapsed() / 20;
         // Only visible rows are drawn: a frame costs the same for 100 or
         // 100,000 goroutines (bound generous for debug builds).
-        assert!(
-            per_frame < std::time::Duration::from_millis(250),
-            "{per_frame:?} per frame"
-        );
+        assert!(per_frame < std::time::Duration::from_millis(250), "{per_frame:?} per frame");
     }
 }

@@ -21,23 +21,14 @@ fn label(name: &str) -> Span<'static> {
 }
 
 fn section(title: String) -> Line<'static> {
-    Line::from(Span::styled(
-        format!(" {title}"),
-        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
-    ))
+    Line::from(Span::styled(format!(" {title}"), Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)))
 }
 
 fn site_spans(site: &Site, width: usize) -> Vec<Span<'static>> {
     vec![
-        Span::styled(
-            format!("{:<width$}", site.function),
-            Style::new().add_modifier(Modifier::BOLD),
-        ),
+        Span::styled(format!("{:<width$}", site.function), Style::new().add_modifier(Modifier::BOLD)),
         Span::raw("  "),
-        Span::styled(
-            format!("{}:{}", site.file, site.line),
-            Style::new().fg(Color::Cyan),
-        ),
+        Span::styled(format!("{}:{}", site.file, site.line), Style::new().fg(Color::Cyan)),
     ]
 }
 
@@ -56,18 +47,10 @@ fn field(name: &str, mut value: Vec<Span<'static>>) -> Line<'static> {
 fn stack_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView) {
     match &g.stack {
         Some(stack) if !stack.is_empty() => {
-            let width = stack
-                .iter()
-                .map(|s| s.function.chars().count())
-                .max()
-                .unwrap_or(0)
-                .min(70);
+            let width = stack.iter().map(|s| s.function.chars().count()).max().unwrap_or(0).min(70);
             for (i, frame) in stack.iter().enumerate() {
                 let runtime = frame.function.starts_with("runtime.");
-                let mut spans = vec![Span::styled(
-                    format!("  {i:>3}  "),
-                    Style::new().fg(Color::DarkGray),
-                )];
+                let mut spans = vec![Span::styled(format!("  {i:>3}  "), Style::new().fg(Color::DarkGray))];
                 spans.extend(site_spans(frame, width));
                 let mut line = Line::from(spans);
                 if runtime {
@@ -76,26 +59,17 @@ fn stack_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView) {
                 lines.push(line);
             }
         }
-        _ => lines.push(Line::from(Span::styled(
-            "  (stack not available)",
-            Style::new().fg(Color::DarkGray),
-        ))),
+        _ => lines.push(Line::from(Span::styled("  (stack not available)", Style::new().fg(Color::DarkGray)))),
     }
 }
 
 fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after: f64) {
-    let mut state = vec![Span::styled(
-        g.state.clone(),
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
+    let mut state = vec![Span::styled(g.state.clone(), Style::new().add_modifier(Modifier::BOLD))];
     if let Some(w) = &g.wait_reason {
         state.push(Span::raw(format!(" ({w})")));
     }
     if g.system {
-        state.push(Span::styled(
-            "  runtime goroutine",
-            Style::new().fg(Color::DarkGray),
-        ));
+        state.push(Span::styled("  runtime goroutine", Style::new().fg(Color::DarkGray)));
     }
     lines.push(field("state", state));
     if let Some(b) = g.blocked_for_s {
@@ -115,18 +89,11 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
         Span::styled("no", Style::new().fg(Color::Green))
     };
     lines.push(field("leaked", vec![leaked]));
-    let exact = if g.depth_exact {
-        ""
-    } else {
-        "  (estimated: resyncing from memory)"
-    };
+    let exact = if g.depth_exact { "" } else { "  (estimated: resyncing from memory)" };
     lines.push(field(
         "defer depth",
         vec![
-            Span::styled(
-                g.defer_depth.to_string(),
-                crate::tui::format::depth_style(g.defer_depth),
-            ),
+            Span::styled(g.defer_depth.to_string(), crate::tui::format::depth_style(g.defer_depth)),
             Span::raw(format!("  (max seen {}){exact}", g.max_defer_depth)),
         ],
     ));
@@ -135,21 +102,13 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
     }
     let mut created = opt_site(&g.created_by);
     if let Some(p) = g.parent_goid {
-        created.push(Span::styled(
-            format!("  by goroutine {p}"),
-            Style::new().fg(Color::Gray),
-        ));
+        created.push(Span::styled(format!("  by goroutine {p}"), Style::new().fg(Color::Gray)));
     }
     lines.push(field("created by", created));
     lines.push(Line::from(""));
 
-    let records: u64 = g
-        .defer_chain
-        .as_ref()
-        .map_or(0, |c| c.iter().map(|e| e.count).sum());
-    lines.push(section(format!(
-        "Defer chain: {records} records by site, newest first"
-    )));
+    let records: u64 = g.defer_chain.as_ref().map_or(0, |c| c.iter().map(|e| e.count).sum());
+    lines.push(section(format!("Defer chain: {records} records by site, newest first")));
     match &g.defer_chain {
         Some(chain) if !chain.is_empty() => {
             let width = chain
@@ -160,28 +119,17 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
                 .unwrap_or(0)
                 .min(70);
             for e in chain {
-                let mut spans = vec![Span::styled(
-                    format!("  {:>7} × ", e.count),
-                    crate::tui::format::depth_style(e.count),
-                )];
+                let mut spans =
+                    vec![Span::styled(format!("  {:>7} × ", e.count), crate::tui::format::depth_style(e.count))];
                 match &e.site {
                     Some(s) => spans.extend(site_spans(s, width)),
-                    None => spans.push(Span::styled(
-                        "unknown site",
-                        Style::new().fg(Color::DarkGray),
-                    )),
+                    None => spans.push(Span::styled("unknown site", Style::new().fg(Color::DarkGray))),
                 }
                 lines.push(Line::from(spans));
             }
         }
-        Some(_) => lines.push(Line::from(Span::styled(
-            "  (empty)",
-            Style::new().fg(Color::DarkGray),
-        ))),
-        None => lines.push(Line::from(Span::styled(
-            "  (not available)",
-            Style::new().fg(Color::DarkGray),
-        ))),
+        Some(_) => lines.push(Line::from(Span::styled("  (empty)", Style::new().fg(Color::DarkGray)))),
+        None => lines.push(Line::from(Span::styled("  (not available)", Style::new().fg(Color::DarkGray)))),
     }
     lines.push(Line::from(""));
     lines.push(section("Stack, innermost first".into()));
@@ -191,37 +139,22 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
 fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&GoroutineView>) {
     lines.push(field(
         "goroutines",
-        vec![Span::styled(
-            format!("{} leaked", l.count),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-        )],
+        vec![Span::styled(format!("{} leaked", l.count), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))],
     ));
     lines.push(field("wait reason", vec![Span::raw(l.wait_reason.clone())]));
     lines.push(field("blocked at", opt_site(&l.blocked_at)));
     lines.push(field("created by", opt_site(&l.created_by)));
-    lines.push(field(
-        "oldest",
-        vec![Span::raw(format!(
-            "blocked for {}",
-            duration(l.oldest_blocked_s)
-        ))],
-    ));
+    lines.push(field("oldest", vec![Span::raw(format!("blocked for {}", duration(l.oldest_blocked_s)))]));
     let ids: Vec<String> = l.sample_goids.iter().map(u64::to_string).collect();
     lines.push(field("some goids", vec![Span::raw(ids.join(" "))]));
     lines.push(Line::from(""));
     match sample {
         Some(g) => {
-            lines.push(section(format!(
-                "Stack of goroutine {} (one of the group), innermost first",
-                g.goid
-            )));
+            lines.push(section(format!("Stack of goroutine {} (one of the group), innermost first", g.goid)));
             stack_lines(lines, g);
             if g.defer_depth > 0 {
                 lines.push(Line::from(""));
-                lines.push(section(format!(
-                    "Its defer chain: {} records",
-                    g.defer_depth
-                )));
+                lines.push(section(format!("Its defer chain: {} records", g.defer_depth)));
                 for e in g.defer_chain.iter().flatten() {
                     let mut spans = vec![Span::raw(format!("  {:>7} × ", e.count))];
                     spans.extend(opt_site(&e.site));
@@ -237,9 +170,7 @@ fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&Go
 }
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
-    let leak_after = app
-        .snapshot()
-        .map_or(app.settings.leak_after.as_secs_f64(), |s| s.leak_after_s);
+    let leak_after = app.snapshot().map_or(app.settings.leak_after.as_secs_f64(), |s| s.leak_after_s);
     let Some(detail) = app.detail.as_mut() else {
         return;
     };
@@ -263,12 +194,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     detail.height = height;
     detail.scroll = detail.scroll.min(lines.len().saturating_sub(height));
     let more = if lines.len() > height {
-        format!(
-            " lines {}-{} of {} ",
-            detail.scroll + 1,
-            (detail.scroll + height).min(lines.len()),
-            lines.len()
-        )
+        format!(" lines {}-{} of {} ", detail.scroll + 1, (detail.scroll + height).min(lines.len()), lines.len())
     } else {
         String::new()
     };
@@ -278,9 +204,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         .title(Line::from(title).style(Style::new().add_modifier(Modifier::BOLD)))
         .title_bottom(Line::from(more).right_aligned());
     frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .scroll((detail.scroll.min(u16::MAX as usize) as u16, 0)),
+        Paragraph::new(lines).block(block).scroll((detail.scroll.min(u16::MAX as usize) as u16, 0)),
         area,
     );
 }

@@ -23,11 +23,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let Some(snap) = app.snapshot() else { return };
     let total = snap.goroutines.len();
 
-    let count = if app.filter.text.is_empty() {
-        format!("{total}")
-    } else {
-        format!("{shown} of {total} match")
-    };
+    let count = if app.filter.text.is_empty() { format!("{total}") } else { format!("{shown} of {total} match") };
     let position = if shown > height && height > 0 {
         format!(" · {}/{}", app.goroutines.selected + 1, shown)
     } else {
@@ -36,29 +32,20 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let title = Line::from(vec![
         Span::raw(" Goroutines "),
         Span::styled(count, Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(format!(
-            " · sort: {}{position} ",
-            app.goroutine_sort.label()
-        )),
+        Span::raw(format!(" · sort: {}{position} ", app.goroutine_sort.label())),
     ]);
 
     let inner_width = area.width.saturating_sub(2);
     let wide = inner_width >= 130;
     let narrow = inner_width < 80;
     let sort = app.goroutine_sort;
-    let mut header = vec![
-        Cell::from(sorted("GOID", sort == GoroutineSort::Goid)),
-        Cell::from("STATE"),
-    ];
+    let mut header = vec![Cell::from(sorted("GOID", sort == GoroutineSort::Goid)), Cell::from("STATE")];
     let mut widths = vec![Constraint::Length(7), Constraint::Length(8)];
     if !narrow {
         header.push(Cell::from("WAIT REASON"));
         widths.push(Constraint::Length(if wide { 16 } else { 13 }));
     }
-    header.push(Cell::from(Line::from(sorted(
-        "DEFER DEPTH",
-        sort == GoroutineSort::Depth,
-    ))));
+    header.push(Cell::from(Line::from(sorted("DEFER DEPTH", sort == GoroutineSort::Depth))));
     widths.push(Constraint::Length(7 + BAR as u16));
     if !narrow {
         header.push(Cell::from(sorted("MAX", sort == GoroutineSort::MaxDepth)));
@@ -70,20 +57,14 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         header.push(Cell::from("CREATED BY"));
         widths.push(Constraint::Fill(2));
     }
-    header.push(Cell::from(sorted(
-        "BLOCKED",
-        sort == GoroutineSort::BlockedFor,
-    )));
+    header.push(Cell::from(sorted("BLOCKED", sort == GoroutineSort::BlockedFor)));
     widths.push(Constraint::Length(8));
 
     let max = app.max_depth;
     let rows = range.clone().filter_map(|row| {
         let g = app.goroutine_at(row)?;
         let state = if g.leaked {
-            Span::styled(
-                "LEAKED",
-                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            )
+            Span::styled("LEAKED", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
         } else {
             let style = match g.state.as_str() {
                 "running" => Style::new().fg(Color::Green),
@@ -92,11 +73,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             };
             Span::styled(g.state.clone(), style)
         };
-        let depth = if g.depth_exact {
-            g.defer_depth.to_string()
-        } else {
-            format!("~{}", g.defer_depth)
-        };
+        let depth = if g.depth_exact { g.defer_depth.to_string() } else { format!("~{}", g.defer_depth) };
         let style = depth_style(g.defer_depth);
         let mut cells = vec![Cell::from(g.goid.to_string()), Cell::from(state)];
         if !narrow {
@@ -114,20 +91,9 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             cells.push(Cell::from(opt_site_short(&g.created_by)));
         }
         let blocked = g.blocked_for_s.map(duration).unwrap_or_default();
-        let blocked_style = if g.leaked {
-            Style::new().fg(Color::Red)
-        } else {
-            Style::new()
-        };
-        cells.push(Cell::from(Span::styled(
-            format!("{blocked:>7}"),
-            blocked_style,
-        )));
-        let mut row_style = if g.system {
-            Style::new().fg(Color::DarkGray)
-        } else {
-            Style::new()
-        };
+        let blocked_style = if g.leaked { Style::new().fg(Color::Red) } else { Style::new() };
+        cells.push(Cell::from(Span::styled(format!("{blocked:>7}"), blocked_style)));
+        let mut row_style = if g.system { Style::new().fg(Color::DarkGray) } else { Style::new() };
         if row == app.goroutines.selected {
             row_style = row_style.patch(selected_style(focus));
         }
@@ -135,25 +101,13 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     });
     let rows: Vec<Row<'_>> = rows.collect();
     let empty = rows.is_empty();
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(header_style()))
-        .block(panel_block(title, focus));
+    let table =
+        Table::new(rows, widths).header(Row::new(header).style(header_style())).block(panel_block(title, focus));
     frame.render_widget(table, area);
     if empty && area.height > 4 {
-        let msg = if app.filter.text.is_empty() {
-            "no goroutines"
-        } else {
-            "no goroutine matches the filter (Esc clears)"
-        };
-        let r = Rect {
-            x: area.x + 2,
-            y: area.y + 2,
-            width: area.width.saturating_sub(4),
-            height: 1,
-        };
-        frame.render_widget(
-            Line::from(msg).style(Style::new().add_modifier(Modifier::DIM)),
-            r,
-        );
+        let msg =
+            if app.filter.text.is_empty() { "no goroutines" } else { "no goroutine matches the filter (Esc clears)" };
+        let r = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
+        frame.render_widget(Line::from(msg).style(Style::new().add_modifier(Modifier::DIM)), r);
     }
 }

@@ -30,54 +30,23 @@ fn value(s: String) -> Span<'static> {
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let bar = Style::new().bg(Color::Blue).fg(Color::White);
-    let row = |i: u16| {
-        Rect {
-            y: area.y + i,
-            height: 1,
-            ..area
-        }
-        .intersection(area)
-    };
+    let row = |i: u16| Rect { y: area.y + i, height: 1, ..area }.intersection(area);
     let rows = [row(0), row(1), row(2)];
 
     // Line 1: who and how.
     let (badge, badge_style) = if app.target_exited() {
-        (
-            " TARGET EXITED ",
-            Style::new()
-                .bg(Color::Red)
-                .fg(Color::White)
-                .add_modifier(Modifier::BOLD),
-        )
+        (" TARGET EXITED ", Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD))
     } else if app.paused {
-        (
-            " PAUSED ",
-            Style::new()
-                .bg(Color::Yellow)
-                .fg(Color::Black)
-                .add_modifier(Modifier::BOLD),
-        )
+        (" PAUSED ", Style::new().bg(Color::Yellow).fg(Color::Black).add_modifier(Modifier::BOLD))
     } else if app.feed_closed {
         (" ENDED ", Style::new().bg(Color::DarkGray).fg(Color::White))
     } else {
-        (
-            " ● LIVE ",
-            Style::new()
-                .bg(Color::Green)
-                .fg(Color::Black)
-                .add_modifier(Modifier::BOLD),
-        )
+        (" ● LIVE ", Style::new().bg(Color::Green).fg(Color::Black).add_modifier(Modifier::BOLD))
     };
-    let [left, right] = Layout::horizontal([
-        Constraint::Min(0),
-        Constraint::Length(badge.chars().count() as u16),
-    ])
-    .areas(rows[0]);
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(badge.chars().count() as u16)]).areas(rows[0]);
     let s = &app.settings;
-    let mut spans = vec![Span::styled(
-        " deferscope ",
-        Style::new().add_modifier(Modifier::BOLD),
-    )];
+    let mut spans = vec![Span::styled(" deferscope ", Style::new().add_modifier(Modifier::BOLD))];
     let mut push = |text: String| {
         spans.push(Span::styled("│ ", Style::new().fg(Color::Gray)));
         spans.push(Span::raw(text + " "));
@@ -91,10 +60,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         None => push(format!("pid {}", s.pid)),
     }
     push(format!("every {}", humantime::format_duration(s.interval)));
-    push(format!(
-        "leak after {}",
-        humantime::format_duration(s.leak_after)
-    ));
+    push(format!("leak after {}", humantime::format_duration(s.leak_after)));
     if let Some(top) = s.top {
         push(format!("top {top}"));
     }
@@ -115,10 +81,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
             Style::new().fg(Color::Green)
         };
         let lost_style = if t.events_lost > 0 {
-            Style::new()
-                .fg(Color::White)
-                .bg(Color::Red)
-                .add_modifier(Modifier::BOLD)
+            Style::new().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD)
         } else {
             Style::new().fg(Color::Green)
         };
@@ -126,10 +89,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         let mut spans = vec![label(" goroutines "), value(t.goroutines_live.to_string())];
         if full {
             spans.push(Span::styled(
-                format!(
-                    " ({} run, {} runnable, {} waiting)",
-                    st.running, st.runnable, st.waiting
-                ),
+                format!(" ({} run, {} runnable, {} waiting)", st.running, st.runnable, st.waiting),
                 Style::new().fg(Color::Gray),
             ));
         }
@@ -151,11 +111,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
             sep(),
             label("events/s "),
             value(rate(r.events_per_s)),
-            label(if full {
-                "  probe hits/s "
-            } else {
-                " probes/s "
-            }),
+            label(if full { "  probe hits/s " } else { " probes/s " }),
             value(rate(r.probe_hits_per_s)),
             sep(),
             label("lost "),
@@ -164,26 +120,16 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         if t.unmatched_pops > 0 {
             spans.push(sep());
             spans.push(label("resyncs "));
-            spans.push(Span::styled(
-                t.unmatched_pops.to_string(),
-                Style::new().fg(Color::Yellow),
-            ));
+            spans.push(Span::styled(t.unmatched_pops.to_string(), Style::new().fg(Color::Yellow)));
         }
         frame.render_widget(Paragraph::new(Line::from(spans)), rows[1]);
     }
 
     if app.target_exited() {
         let pid = app.snapshot().map_or(app.settings.pid, |s| s.pid);
-        let text = format!(
-            " ✖ target exited: process {pid} is gone. Showing the last data it had; press q to quit."
-        );
+        let text = format!(" ✖ target exited: process {pid} is gone. Showing the last data it had; press q to quit.");
         frame.render_widget(
-            Paragraph::new(text).style(
-                Style::new()
-                    .bg(Color::Red)
-                    .fg(Color::White)
-                    .add_modifier(Modifier::BOLD),
-            ),
+            Paragraph::new(text).style(Style::new().bg(Color::Red).fg(Color::White).add_modifier(Modifier::BOLD)),
             rows[2],
         );
     }

@@ -20,25 +20,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let shown = app.leak_rows().len();
     let range = app.leaks.visible(shown, height);
     let Some(snap) = app.snapshot() else { return };
-    let leaked: u64 = app
-        .leak_rows()
-        .iter()
-        .map(|&i| snap.leaks[i as usize].count)
-        .sum();
-    let count_style = if leaked > 0 {
-        Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
-    } else {
-        Style::new()
-    };
+    let leaked: u64 = app.leak_rows().iter().map(|&i| snap.leaks[i as usize].count).sum();
+    let count_style = if leaked > 0 { Style::new().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new() };
     let title = Line::from(vec![
         Span::raw(" Leaks "),
-        Span::styled(
-            format!(
-                "{leaked} goroutines in {shown} group{}",
-                if shown == 1 { "" } else { "s" }
-            ),
-            count_style,
-        ),
+        Span::styled(format!("{leaked} goroutines in {shown} group{}", if shown == 1 { "" } else { "s" }), count_style),
         Span::raw(format!(" · sort: {} ", app.leak_sort.label())),
     ]);
     let sort = app.leak_sort;
@@ -54,19 +40,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         Cell::from("CREATED BY"),
         Cell::from(sorted("OLDEST", sort == LeakSort::Oldest)),
     ]);
-    widths.extend([
-        Constraint::Fill(1),
-        Constraint::Fill(1),
-        Constraint::Length(7),
-    ]);
+    widths.extend([Constraint::Fill(1), Constraint::Fill(1), Constraint::Length(7)]);
 
     let rows: Vec<Row<'_>> = range
         .map(|row| {
             let l = &snap.leaks[app.leak_rows()[row] as usize];
-            let mut cells = vec![Cell::from(Span::styled(
-                format!("{:>5}", l.count),
-                Style::new().fg(Color::Red),
-            ))];
+            let mut cells = vec![Cell::from(Span::styled(format!("{:>5}", l.count), Style::new().fg(Color::Red)))];
             if wide {
                 cells.push(Cell::from(l.wait_reason.clone()));
             }
@@ -75,34 +54,21 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 Cell::from(opt_site_short(&l.created_by)),
                 Cell::from(format!("{:>7}", duration(l.oldest_blocked_s))),
             ]);
-            let style = if row == app.leaks.selected {
-                selected_style(focus)
-            } else {
-                Style::new()
-            };
+            let style = if row == app.leaks.selected { selected_style(focus) } else { Style::new() };
             Row::new(cells).style(style)
         })
         .collect();
     let empty = rows.is_empty();
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(header_style()))
-        .block(panel_block(title, focus));
+    let table =
+        Table::new(rows, widths).header(Row::new(header).style(header_style())).block(panel_block(title, focus));
     frame.render_widget(table, area);
     if empty && area.height > 4 {
         let msg = if !app.filter.text.is_empty() && !snap.leaks.is_empty() {
             "no leak group matches the filter".to_owned()
         } else {
-            format!(
-                "no leaks: no goroutine blocked for {} or more",
-                duration(snap.leak_after_s)
-            )
+            format!("no leaks: no goroutine blocked for {} or more", duration(snap.leak_after_s))
         };
-        let r = Rect {
-            x: area.x + 2,
-            y: area.y + 2,
-            width: area.width.saturating_sub(4),
-            height: 1,
-        };
+        let r = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
         frame.render_widget(Line::from(msg).style(Style::new().fg(Color::Green)), r);
     }
 }

@@ -32,52 +32,25 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         Cell::from("SITE"),
     ])
     .style(header_style());
-    let widths = [
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Length(7),
-        Constraint::Fill(1),
-    ];
+    let widths = [Constraint::Length(7), Constraint::Length(7), Constraint::Length(7), Constraint::Fill(1)];
     let rows: Vec<Row<'_>> = range
         .map(|row| {
             let i = app.site_rows()[row] as usize;
             let s = &snap.defer_sites[i];
-            let style = if row == app.sites.selected {
-                selected_style(focus)
-            } else {
-                Style::new()
-            };
+            let style = if row == app.sites.selected { selected_style(focus) } else { Style::new() };
             Row::new(vec![
                 Cell::from(Span::styled(format!("{:>6}", s.live), depth_style(s.live))),
                 Cell::from(format!("{:>6}", rate(app.site_rate(i)))),
                 Cell::from(format!("{:>6}", compact(s.pushed as f64))),
-                Cell::from(format!(
-                    "{}:{} {}",
-                    basename(&s.file),
-                    s.line,
-                    short_function(&s.function)
-                )),
+                Cell::from(format!("{}:{} {}", basename(&s.file), s.line, short_function(&s.function))),
             ])
             .style(style)
         })
         .collect();
     let empty = rows.is_empty();
-    frame.render_widget(
-        Table::new(rows, widths)
-            .header(header)
-            .block(panel_block(title, focus)),
-        area,
-    );
+    frame.render_widget(Table::new(rows, widths).header(header).block(panel_block(title, focus)), area);
     if empty && area.height > 4 {
-        let r = Rect {
-            x: area.x + 2,
-            y: area.y + 2,
-            width: area.width.saturating_sub(4),
-            height: 1,
-        };
-        frame.render_widget(
-            Line::from("no defer seen yet").style(Style::new().add_modifier(Modifier::DIM)),
-            r,
-        );
+        let r = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
+        frame.render_widget(Line::from("no defer seen yet").style(Style::new().add_modifier(Modifier::DIM)), r);
     }
 }

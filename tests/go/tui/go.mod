@@ -1,0 +1,3 @@
+module deferscope.test/tui
+
+go 1.19

@@ -1,0 +1,188 @@
+//! The dashboard end to end: the real deferscope binary in a real terminal
+//! (tmux, 160×45) against a Go program with a known deep chain and a known
+//! leak. Checks the numbers on screen, filtering, the detail view, the
+//! target-exited banner, and that `q` exits 0 with the shell restored.
+use deferscope_integration::{tmux::Tmux, *};
+use serde_json::Value;
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// The goroutine table's row for `goid` (rows start with the goid right
+/// after the border; leak-panel rows start with spaces).
+fn goroutine_row(screen: &str, goid: u64) -> Option<&str> {
+    let prefix = format!("│{goid} ");
+    screen.lines().find(|l| l.starts_with(&prefix))
+}
+
+fn tokens(line: &str) -> Vec<&str> {
+    line.split(|c: char| c.is_whitespace() || c == '│').filter(|t| !t.is_empty()).collect()
+}
+
+fn deep_row(screen: &str, goid: u64, depth: u64, deep_line: u32) -> Result<(), String> {
+    let row = goroutine_row(screen, goid).ok_or(format!("no row for goroutine {goid}"))?;
+    if !tokens(row).contains(&depth.to_string().as_str()) {
+        return Err(format!("goroutine {goid} row has no depth {depth}: {row:?}"));
+    }
+    if !row.contains(&format!("main.go:{deep_line} main.deepWorker")) {
+        return Err(format!("goroutine {goid} row does not show its defer site main.go:{deep_line}: {row:?}"));
+    }
+    Ok(())
+}
+
+/// A leak-panel row: `│   40  chan send  main.go:52 main.leakyProducer  main.go:76 main.main ...`.
+fn leak_row(screen: &str, count: u64, block_line: u32, create_line: u32) -> Result<(), String> {
+    let found = screen.lines().any(|l| {
+        let t = tokens(l);
+        t.first() == Some(&count.to_string().as_str())
+            && l.contains(&format!("main.go:{block_line} main.leaky"))
+            && l.contains(&format!("main.go:{create_line} main.main"))
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(format!("no leak group of {count} blocked at main.go:{block_line}, created at main.go:{create_line}"))
+    }
+}
+
+#[test]
+fn dashboard_shows_depth_leaks_filter_detail_and_quits_cleanly() {
+    if !require_root("dashboard_shows_depth_leaks_filter_detail_and_quits_cleanly") {
+        return;
+    }
+    tmux::ensure_installed().expect("tmux");
+    let tc = toolchains().expect("toolchains").into_iter().max_by_key(Toolchain::minor).expect("a toolchain");
+    eprintln!("== dashboard with {}", tc.full);
+    let deep_line = marker_line("tui", "SITE:deep");
+    let block_line = marker_line("tui", "SITE:leak-block");
+    let create_line = marker_line("tui", "SITE:leak-create");
+    let screens = workspace_root().join("target/tui-e2e");
+
+    let binary = build_go("tui", &tc, &[]).expect("build the Go program");
+    let mut program = GoProgram::start(&binary).expect("start the Go program");
+    let ready = program.expect("ready").expect("ready line");
+    let deep = as_u64(&ready["deep_goid"]);
+    let depth = as_u64(&ready["deep_depth"]);
+    let leak_count = as_u64(&ready["leak_count"]);
+    let leaked: Vec<u64> = ready["leak_goids"].as_array().expect("goids").iter().map(as_u64).collect();
+    assert_eq!(leaked.len() as u64, leak_count);
+
+    let bin = deferscope_bin().expect("deferscope binary");
+    let tmux = Tmux::start("tui", 160, 45, "env PS1='$ ' sh").expect("tmux");
+    // capture-pane drops trailing blanks: the prompt `$ ` shows as `$`.
+    tmux.wait_for("the shell prompt", |s| {
+        if s.lines().any(|l| l.trim_end() == "$") { Ok(()) } else { Err("no prompt".into()) }
+    })
+    .expect("shell");
+    tmux.type_text(&format!(
+        "'{}' --pid {} --leak-after 1s --interval 200ms; echo EXIT=$?",
+        bin.display(),
+        program.pid
+    ))
+    .expect("type");
+    tmux.keys(&["Enter"]).expect("enter");
+
+    // The deep chain, exactly, with its site.
+    tmux.wait_for("the deep goroutine with its depth", |s| deep_row(s, deep, depth, deep_line)).expect("deep row");
+    // The leak: one group with every leaked goroutine, once --leak-after passed.
+    let screen = tmux
+        .wait_for("the leak group", |s| {
+            leak_row(s, leak_count, block_line, create_line)?;
+            let row = goroutine_row(s, leaked[0]);
+            if let Some(row) = row
+                && !row.contains("LEAKED")
+            {
+                return Err(format!("goroutine {} is not marked LEAKED: {row:?}", leaked[0]));
+            }
+            Ok(())
+        })
+        .expect("leak group");
+    assert!(screen.contains(&format!("pid {}", program.pid)), "header names the target:\n{screen}");
+    assert!(screen.contains(&tc.full), "header shows the Go version:\n{screen}");
+    tmux.save(&screens.join("dashboard.txt")).expect("save");
+
+    // `/` filters the table down to the deep goroutine.
+    tmux.type_text("/deepWorker").expect("type");
+    tmux.keys(&["Enter"]).expect("enter");
+    let filtered = tmux
+        .wait_for("the filtered table", |s| {
+            deep_row(s, deep, depth, deep_line)?;
+            if !s.contains("Goroutines 1 of ") {
+                return Err("the title does not say 1 match".into());
+            }
+            if leaked.iter().any(|g| goroutine_row(s, *g).is_some()) || s.contains("LEAKED") {
+                return Err("leaked goroutines are still listed".into());
+            }
+            Ok(())
+        })
+        .expect("filter");
+    assert!(filtered.contains("filter: deepWorker"), "the footer shows the filter:\n{filtered}");
+    tmux.save(&screens.join("filtered.txt")).expect("save");
+
+    // Enter: the detail view of the (only, selected) deep goroutine.
+    tmux.keys(&["Enter"]).expect("enter");
+    tmux.wait_for("the detail view", |s| {
+        if !s.contains(&format!("Goroutine {deep}")) {
+            return Err("no detail title".into());
+        }
+        let chain = s
+            .lines()
+            .find(|l| l.contains(" × ") && l.contains(&format!("tests/go/tui/main.go:{deep_line}")))
+            .ok_or(format!("no defer chain line for main.go:{deep_line}"))?;
+        if !tokens(chain).contains(&depth.to_string().as_str()) {
+            return Err(format!("the chain line does not count {depth} records: {chain:?}"));
+        }
+        if !s.contains("main.deepWorker") || !s.contains("Stack") {
+            return Err("no stack".into());
+        }
+        Ok(())
+    })
+    .expect("detail");
+    tmux.save(&screens.join("detail.txt")).expect("save");
+
+    // Back, clear the filter: the leaked goroutines are listed again.
+    tmux.keys(&["Escape"]).expect("esc");
+    tmux.keys(&["Escape"]).expect("esc");
+    tmux.wait_for("the unfiltered table", |s| {
+        if s.contains("filter: ") || s.contains(" of ") && s.contains(" match ") {
+            return Err("still filtered".into());
+        }
+        leak_row(s, leak_count, block_line, create_line)
+    })
+    .expect("unfiltered");
+
+    // The target exits: a banner says so and the last data stays.
+    program.wait_exit().expect("Go program exit");
+    tmux.wait_for("the target-exited banner", |s| {
+        if !s.to_lowercase().contains("target exited") {
+            return Err("no banner".into());
+        }
+        deep_row(s, deep, depth, deep_line)
+    })
+    .expect("target exited");
+    tmux.save(&screens.join("exited.txt")).expect("save");
+
+    // q: exit status 0, and the shell is back to normal.
+    tmux.keys(&["q"]).expect("q");
+    let after = tmux
+        .wait_for("deferscope's exit status", |s| {
+            if s.lines().any(|l| l.trim() == "EXIT=0") {
+                Ok(())
+            } else if let Some(l) = s.lines().find(|l| l.starts_with("EXIT=")) {
+                Err(format!("deferscope exited with {l}"))
+            } else {
+                Err("no EXIT line yet".into())
+            }
+        })
+        .expect("exit 0");
+    assert!(!after.contains("Goroutines"), "the dashboard is gone from the screen:\n{after}");
+    assert_eq!(tmux.display("#{alternate_on}").expect("tmux"), "0", "the alternate screen was left");
+    assert_eq!(tmux.display("#{cursor_flag}").expect("tmux"), "1", "the cursor is visible again");
+    // A cooked terminal: Enter ends the line and the shell runs it (in raw
+    // mode it would stay a carriage return in the input).
+    tmux.type_text("echo RESTORED-$((40+2))").expect("type");
+    tmux.keys(&["Enter"]).expect("enter");
+    tmux.wait_for("a working shell", |s| if s.contains("RESTORED-42") { Ok(()) } else { Err("no echo".into()) })
+        .expect("shell restored");
+}
