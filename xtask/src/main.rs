@@ -98,7 +98,7 @@ fn run(task: Task) -> Result<i32> {
             cmd::step("generating Go runtime layouts ...");
             layouts::gen_layouts(&root, &toolchains)?;
         }
-        Task::Bench => bench::run()?,
+        Task::Bench => bench::run(&root)?,
     }
     Ok(0)
 }

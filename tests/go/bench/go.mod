@@ -1,0 +1,3 @@
+module deferscope.test/bench
+
+go 1.19
