@@ -61,9 +61,14 @@ pub struct Options {
     #[arg(long)]
     pub stacks: bool,
 
-    /// Log what deferscope does (attach points, resyncs) on stderr.
+    /// Log what deferscope does (attach points, resyncs): on stderr, or to
+    /// --log-file (with the TUI, only there: stderr is the screen).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// Write the log to this file instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<std::path::PathBuf>,
 }
 
 /// Parses `500ms`, `2s`, `1m`, `1h30m`; rejects zero.

@@ -12,10 +12,30 @@ fn main() -> ExitCode {
         eprintln!("deferscope: internal error{location}: {}", panic_message(info));
     }));
     let options = Options::parse();
-    env_logger::Builder::new()
-        .filter_level(if options.verbose { log::LevelFilter::Debug } else { log::LevelFilter::Warn })
-        .format_timestamp(None)
-        .init();
+    let mut logger = env_logger::Builder::new();
+    logger.filter_level(if options.verbose { log::LevelFilter::Debug } else { log::LevelFilter::Warn });
+    match &options.log_file {
+        Some(path) => match std::fs::File::options().create(true).append(true).open(path) {
+            Ok(file) => {
+                logger.target(env_logger::Target::Pipe(Box::new(file)));
+            }
+            Err(e) => {
+                eprintln!("deferscope: cannot open the log file {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        // The dashboard owns the terminal: log lines would tear it.
+        None if session::uses_tui(&options) => {
+            logger.filter_level(log::LevelFilter::Off);
+        }
+        None => {}
+    }
+    logger.format_timestamp(if options.log_file.is_some() {
+        Some(env_logger::TimestampPrecision::Millis)
+    } else {
+        None
+    });
+    logger.init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -112,6 +112,11 @@ enum Mode {
     Headless,
 }
 
+/// Whether a session with these options shows the dashboard.
+pub fn uses_tui(options: &Options) -> bool {
+    matches!(choose_mode(options), Ok(Mode::Tui))
+}
+
 fn choose_mode(options: &Options) -> Result<Mode, SessionError> {
     let is_tty = io::stdout().is_terminal();
     Ok(if options.json {
@@ -135,7 +140,20 @@ fn terminal_rows() -> usize {
     if ok && ws.ws_row > 0 { (ws.ws_row as usize).saturating_sub(20).max(5) } else { 30 }
 }
 
-fn print(mode: Mode, snapshot: &Snapshot) -> io::Result<()> {
+fn print(mode: Mode, snapshot: &Snapshot, top: Option<usize>) -> io::Result<()> {
+    if matches!(mode, Mode::Tui | Mode::Headless) {
+        return Ok(());
+    }
+    // `--top` caps what is printed; the feed (TUI, /metrics) keeps every
+    // goroutine so counts by state and histograms stay whole.
+    let capped;
+    let snapshot = match top {
+        Some(n) if snapshot.goroutines.len() > n => {
+            capped = snapshot.with_top(n);
+            &capped
+        }
+        _ => snapshot,
+    };
     let mut stdout = io::stdout().lock();
     let result = match mode {
         Mode::Json => output::json::write_line(&mut stdout, snapshot),
@@ -267,7 +285,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 drain(&mut events, &mut aggregator);
                 aggregator.set_events_lost(probes.counters().events_lost);
                 let snapshot = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
-                print(mode, &snapshot)?;
+                print(mode, &snapshot, options.top)?;
                 feed_tx.send_replace(Some(Arc::new(snapshot)));
             }
             _ = &mut sleep_until_deadline => break,
@@ -281,7 +299,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     aggregator.set_events_lost(probes.counters().events_lost);
     let mut last = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
     last.target_exited = target_exited || !target.is_alive();
-    print(mode, &last)?;
+    print(mode, &last, options.top)?;
     let keep_screen = last.target_exited;
     feed_tx.send_replace(Some(Arc::new(last)));
     // Detach before waiting on the user: the target owes us nothing now.
@@ -315,7 +333,7 @@ fn render_options(options: &Options, probes: &Probes, started: Instant, details:
         .collect();
     RenderOptions {
         time: rfc3339_now(),
-        top: options.top,
+        top: None,
         details,
         now_ns: crate::target::monotonic_ns(),
         leak_after_ns: u64::try_from(options.leak_after.as_nanos()).unwrap_or(u64::MAX),

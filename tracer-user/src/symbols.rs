@@ -3,7 +3,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     aggregate::{Symbolizer, model::Site},
-    gobin::GoBinary,
+    gobin::{GoBinary, SourceLine},
 };
 
 pub struct BinarySymbols {
@@ -36,7 +36,7 @@ impl Symbolizer for BinarySymbols {
             .entry(return_pc)
             // The return address is past the CALL; one byte back is inside it
             // (what Go's own tracebacks do for caller frames).
-            .or_insert_with(|| binary.symbolize(return_pc.wrapping_sub(bias).wrapping_sub(1)).map(Site::from))
+            .or_insert_with(|| binary.symbolize(return_pc.wrapping_sub(bias).wrapping_sub(1)).map(defer_statement_site))
             .clone()
     }
 
@@ -61,5 +61,28 @@ impl Symbolizer for BinarySymbols {
             .entry(pc)
             .or_insert_with(|| binary.function_name(pc.wrapping_sub(bias)).map(str::to_owned))
             .clone()
+    }
+}
+
+/// A site as users know it: the compiler's wrapper closure for a `defer`
+/// statement with arguments (`main.work.deferwrap1`) stands for the function
+/// holding the statement (`main.work`), and sits at the statement's line.
+fn defer_statement_site(line: SourceLine) -> Site {
+    match line.function.find(".deferwrap") {
+        Some(at) => Site::new(&line.function[..at], &line.file, line.line),
+        None => Site::from(line),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defer_wrappers_name_their_function() {
+        let wrap = SourceLine { function: "main.loop-range1.deferwrap1".into(), file: "/m.go".into(), line: 49 };
+        assert_eq!(defer_statement_site(wrap), Site::new("main.loop-range1", "/m.go", 49));
+        let plain = SourceLine { function: "main.work".into(), file: "/m.go".into(), line: 7 };
+        assert_eq!(defer_statement_site(plain), Site::new("main.work", "/m.go", 7));
     }
 }

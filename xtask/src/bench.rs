@@ -128,7 +128,8 @@ pub fn run(root: &Path) -> Result<()> {
     for &(workload, what) in WORKLOADS {
         step(format_args!("{workload}: {what}"));
         let untraced = measure(&mut bench, workload)?;
-        let mut tracer = Proc::spawn(Command::new(&deferscope).args(["--pid", &pid.to_string(), "--json", "--interval", "1s"]))?;
+        let mut tracer =
+            Proc::spawn(Command::new(&deferscope).args(["--pid", &pid.to_string(), "--json", "--interval", "1s"]))?;
         // The first snapshot means the probes are attached and memory read.
         tracer.line("deferscope's first snapshot")?;
         let (cpu0, t0) = (cpu_seconds(tracer.child.id()), Instant::now());

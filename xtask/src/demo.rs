@@ -49,6 +49,11 @@ pub fn run(workspace_root: &Path, args: &DemoArgs) -> Result<i32> {
     if let Some(d) = &args.duration {
         tracer.args(["--duration", d]);
     }
+    // The demo leaks a goroutine every half second: show them after 10 s
+    // rather than the default 30 s, unless asked otherwise.
+    if !args.extra.iter().any(|a| a.starts_with("--leak-after")) {
+        tracer.args(["--leak-after", "10s"]);
+    }
     tracer.args(&args.extra);
     step(format_args!("tracing the demo (pid {pid}) with deferscope; the demo's output goes to {}", log.display()));
     let status = cmd::status(&mut tracer)?;

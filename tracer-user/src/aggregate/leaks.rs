@@ -2,7 +2,9 @@
 //!
 //! A goroutine is leaked when it has stayed blocked on a concurrency
 //! primitive (channel, select, lock, cond, WaitGroup, semaphore) without
-//! running for at least `--leak-after`.
+//! running for at least `--leak-after`. The runtime's own goroutines and the
+//! main goroutine (parked for good by design in servers: `select {}`) never
+//! are.
 //!
 //! "Without running" needs a sound signal: a healthy consumer that wakes every
 //! 100 ms and parks again at the same line looks identical in a snapshot (same

@@ -321,7 +321,10 @@ impl Aggregator {
             let wait_reason = waiting.then(|| wait_reasons.get(&g.wait_reason).cloned()).flatten();
             let blocked_for_ns = g.block.map(|b| render.now_ns.saturating_sub(b.since_ns));
             let blocked_at = if waiting { blocking_site(&g.stack, sym) } else { None };
+            // The main goroutine parked for good (`select {}`, waiting for a
+            // signal) is how servers stay up, not a leak.
             let leaked = !system
+                && *goid != 1
                 && wait_reason.as_deref().is_some_and(leaks::is_leak_wait_reason)
                 && blocked_for_ns.is_some_and(|ns| ns >= render.leak_after_ns);
             // The main goroutine was "created" by the runtime's bootstrap;

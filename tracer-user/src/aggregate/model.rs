@@ -161,3 +161,27 @@ pub struct Snapshot {
     /// Set on the last snapshot when the target exited.
     pub target_exited: bool,
 }
+
+impl Snapshot {
+    /// A copy listing only the first `n` goroutines (the deepest chains),
+    /// without cloning the rest.
+    pub fn with_top(&self, n: usize) -> Snapshot {
+        Snapshot {
+            time: self.time.clone(),
+            pid: self.pid,
+            exe: self.exe.clone(),
+            go_version: self.go_version.clone(),
+            arch: self.arch.clone(),
+            probes: self.probes.clone(),
+            totals: self.totals.clone(),
+            goroutines: self.goroutines.iter().take(n).cloned().collect(),
+            defer_sites: self.defer_sites.clone(),
+            leaks: self.leaks.clone(),
+            leak_after_s: self.leak_after_s,
+            probe_hits: self.probe_hits.clone(),
+            trace_uptime_s: self.trace_uptime_s,
+            memory_read_s: self.memory_read_s,
+            target_exited: self.target_exited,
+        }
+    }
+}

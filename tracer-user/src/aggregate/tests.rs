@@ -228,7 +228,7 @@ fn blocked_goroutines_leak_after_the_threshold_and_group() {
 #[test]
 fn a_goroutine_that_ran_between_reads_is_not_leaked() {
     let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
-    let mut consumer = mem_g(1, &[], true);
+    let mut consumer = mem_g(21, &[], true);
     agg.apply_memory(&snap(1_000, 1_001, vec![consumer.clone()]));
     consumer.tracking_seq = Some(2);
     agg.apply_memory(&snap(2_000, 2_001, vec![consumer.clone()]));
@@ -243,7 +243,7 @@ fn a_goroutine_that_ran_between_reads_is_not_leaked() {
 #[test]
 fn waitsince_ages_goroutines_blocked_before_attach() {
     let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
-    let mut old = mem_g(1, &[], true);
+    let mut old = mem_g(21, &[], true);
     old.waitsince = 10;
     agg.apply_memory(&snap(5_000, 5_001, vec![old]));
     let s = render_at(&mut agg, 5_010, 4_000);
@@ -253,7 +253,7 @@ fn waitsince_ages_goroutines_blocked_before_attach() {
 #[test]
 fn unblocked_goroutines_leave_the_leak_report() {
     let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
-    let g = mem_g(1, &[], true);
+    let g = mem_g(21, &[], true);
     agg.apply_memory(&snap(0, 1, vec![g.clone()]));
     agg.apply_memory(&snap(10, 11, vec![g.clone()]));
     assert_eq!(render_at(&mut agg, 20, 5).totals.goroutines_leaked, 1);
@@ -263,4 +263,16 @@ fn unblocked_goroutines_leave_the_leak_report() {
     let s = render_at(&mut agg, 40, 5);
     assert_eq!(s.totals.goroutines_leaked, 0);
     assert!(s.leaks.is_empty());
+}
+
+#[test]
+fn the_main_goroutine_is_never_leaked() {
+    let mut agg = Aggregator::new(&[(10, "select (no cases)".into())]);
+    let mut main = mem_g(1, &[], true);
+    main.wait_reason = 10;
+    agg.apply_memory(&snap(0, 1, vec![main.clone()]));
+    agg.apply_memory(&snap(10, 11, vec![main]));
+    let s = render_at(&mut agg, 100, 5);
+    assert_eq!(s.totals.goroutines_leaked, 0);
+    assert!(!s.goroutines[0].leaked);
 }

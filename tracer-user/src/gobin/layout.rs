@@ -94,7 +94,7 @@ pub fn builtin_minors(arch: Arch) -> Vec<u32> {
     v
 }
 
-pub(crate) fn from_table(version: &GoVersion, arch: Arch) -> Result<RuntimeLayout, GoBinError> {
+pub fn from_table(version: &GoVersion, arch: Arch) -> Result<RuntimeLayout, GoBinError> {
     let t = table().as_ref().map_err(|e| GoBinError::Other(e.clone()))?;
     let rec = t
         .iter()

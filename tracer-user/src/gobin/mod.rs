@@ -33,7 +33,7 @@ mod tests;
 use std::path::Path;
 
 pub use elf::LoadSegment;
-pub use layout::builtin_minors;
+pub use layout::{builtin_minors, from_table as builtin_layout};
 
 use elf::ElfInfo;
 use moduledata::Moduledata;

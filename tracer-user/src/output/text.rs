@@ -18,9 +18,10 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     );
     let _ = writeln!(
         s,
-        "goroutines {} live ({} total)  created {}  exited {}  defers pushed {}  popped {}  live records {}  events {}  lost {}",
+        "goroutines {} live ({} total, {} leaked)  created {}  exited {}  defers pushed {}  popped {}  live records {}  events {}  lost {}",
         t.goroutines_live,
         t.goroutines_total,
+        t.goroutines_leaked,
         t.goroutines_created,
         t.goroutines_exited,
         t.defers_pushed,
@@ -56,6 +57,31 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
             short_file(&site.file),
             site.line
         );
+    }
+    let _ = writeln!(s);
+    if snapshot.leaks.is_empty() {
+        let _ = writeln!(
+            s,
+            "no leaked goroutines (blocked on a channel, select or lock for {:.0}s or more)",
+            snapshot.leak_after_s
+        );
+    } else {
+        let _ = writeln!(s, "{:>7} {:>9}  {:<22} {:<45} CREATED BY", "LEAKED", "OLDEST", "WAIT", "BLOCKED AT");
+        for leak in snapshot.leaks.iter().take(10) {
+            let site = |site: &Option<crate::aggregate::model::Site>| {
+                site.as_ref()
+                    .map_or(String::from("?"), |s| format!("{} {}:{}", s.function, short_file(&s.file), s.line))
+            };
+            let _ = writeln!(
+                s,
+                "{:>7} {:>8.0}s  {:<22} {:<45} {}",
+                leak.count,
+                leak.oldest_blocked_s,
+                leak.wait_reason,
+                site(&leak.blocked_at),
+                site(&leak.created_by)
+            );
+        }
     }
     if snapshot.target_exited {
         let _ = writeln!(s, "\ntarget process {} exited", snapshot.pid);

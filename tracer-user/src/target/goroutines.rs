@@ -5,6 +5,8 @@
 //! how it resynchronises: events give changes, memory gives the truth for a
 //! goroutine that is not running. A chain is only trusted when the goroutine
 //! could not run while it was read (see [`GoroutineMemory::consistent`]).
+use std::{collections::HashMap, sync::Mutex};
+
 use crate::{
     gobin::RuntimeLayout,
     target::{
@@ -134,6 +136,31 @@ pub struct MemoryWalker {
     allgs: u64,
     /// Runtime address of `runtime.allglen`, if known.
     allglen: Option<u64>,
+    /// Chains and stacks from the previous read, by goid, reused while the
+    /// goroutine has provably not run since (see [`Unchanged`]): a server
+    /// with 100k parked goroutines costs one read of each g per snapshot,
+    /// not a walk of every chain and stack.
+    cache: Mutex<HashMap<u64, Cached>>,
+}
+
+/// Everything that would differ if a goroutine had run since the last read:
+/// `trackingSeq` moves every time it stops running, and its saved registers
+/// and chain head move with any progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unchanged {
+    g_addr: u64,
+    raw_status: u32,
+    head: u64,
+    sched_pc: u64,
+    sched_sp: u64,
+    sched_bp: u64,
+    tracking_seq: u8,
+}
+
+struct Cached {
+    key: Unchanged,
+    defer_sites: Vec<u64>,
+    stack_pcs: Vec<u64>,
 }
 
 /// No real program holds this many records on one goroutine (8 GiB of
@@ -147,7 +174,7 @@ const BAD_DEFER: u64 = 1;
 
 impl MemoryWalker {
     pub fn new(mem: ProcessMemory, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
-        Self { mem, layout, allgs, allglen }
+        Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn layout(&self) -> &RuntimeLayout {
@@ -177,13 +204,19 @@ impl MemoryWalker {
     pub fn snapshot(&self) -> Result<MemorySnapshot, MemoryError> {
         let t_start_ns = monotonic_ns();
         let mut goroutines = Vec::new();
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next_cache = HashMap::with_capacity(cache.len());
         for g_addr in self.all_g_addresses()? {
             // A g can be freed and reused while we read; an unreadable one is
             // skipped rather than failing the whole snapshot.
-            if let Ok(Some(g)) = self.read_goroutine(g_addr) {
+            if let Ok(Some((g, cached))) = self.read_goroutine_cached(g_addr, &cache) {
+                if let Some(cached) = cached {
+                    next_cache.insert(g.goid, cached);
+                }
                 goroutines.push(g);
             }
         }
+        *cache = next_cache;
         Ok(MemorySnapshot { t_start_ns, t_end_ns: monotonic_ns(), goroutines })
     }
 
@@ -191,9 +224,61 @@ impl MemoryWalker {
         self.mem.read_vec(g_addr, self.layout.g_size as usize)
     }
 
-    pub fn read_goroutine(&self, g_addr: u64) -> Result<Option<GoroutineMemory>, MemoryError> {
+    /// Reads one goroutine (None for a dead g), reusing its chain and stack
+    /// from `cache` when it has not run since; also returns what to cache.
+    fn read_goroutine_cached(
+        &self,
+        g_addr: u64,
+        cache: &HashMap<u64, Cached>,
+    ) -> Result<Option<(GoroutineMemory, Option<Cached>)>, MemoryError> {
         let l = &self.layout;
         let before = self.read_g(g_addr)?;
+        let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
+        let status = GoroutineStatus::from_raw(raw_status);
+        if !status.is_live() {
+            return Ok(None);
+        }
+        let goid = field_u64(&before, l.g_goid).unwrap_or(0);
+        let sched = l.g_sched;
+        let key = l.g_tracking_seq.and_then(|off| field_u8(&before, off)).map(|tracking_seq| Unchanged {
+            g_addr,
+            raw_status,
+            head: field_u64(&before, l.g_defer).unwrap_or(0),
+            sched_pc: field_u64(&before, sched + l.gobuf_pc).unwrap_or(0),
+            sched_sp: field_u64(&before, sched + l.gobuf_sp).unwrap_or(0),
+            sched_bp: field_u64(&before, sched + l.gobuf_bp).unwrap_or(0),
+            tracking_seq,
+        });
+        let reusable = key.filter(|_| !status.may_change_chain());
+        if let Some(hit) = reusable.and_then(|key| cache.get(&goid).filter(|c| c.key == key)) {
+            let g = self.goroutine_from(
+                &before,
+                g_addr,
+                status,
+                hit.defer_sites.clone(),
+                true,
+                false,
+                hit.stack_pcs.clone(),
+            );
+            let again = Cached { key: hit.key, defer_sites: hit.defer_sites.clone(), stack_pcs: hit.stack_pcs.clone() };
+            return Ok(Some((g, Some(again))));
+        }
+        let Some(g) = self.read_goroutine_from(g_addr, before)? else { return Ok(None) };
+        let cached = reusable.filter(|_| g.consistent).map(|key| Cached {
+            key,
+            defer_sites: g.defer_sites.clone(),
+            stack_pcs: g.stack_pcs.clone(),
+        });
+        Ok(Some((g, cached)))
+    }
+
+    pub fn read_goroutine(&self, g_addr: u64) -> Result<Option<GoroutineMemory>, MemoryError> {
+        let before = self.read_g(g_addr)?;
+        self.read_goroutine_from(g_addr, before)
+    }
+
+    fn read_goroutine_from(&self, g_addr: u64, before: Vec<u8>) -> Result<Option<GoroutineMemory>, MemoryError> {
+        let l = &self.layout;
         let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
         let status = GoroutineStatus::from_raw(raw_status);
         if !status.is_live() {
@@ -226,27 +311,62 @@ impl MemoryWalker {
         } else {
             Vec::new()
         };
-        Ok(Some(GoroutineMemory {
-            goid,
+        Ok(Some(self.goroutine_from(&before, g_addr, status, defer_sites, consistent, chain_truncated, stack_pcs)))
+    }
+
+    /// Assembles a [`GoroutineMemory`] from a read of its g.
+    #[allow(clippy::too_many_arguments)]
+    fn goroutine_from(
+        &self,
+        g: &[u8],
+        g_addr: u64,
+        status: GoroutineStatus,
+        defer_sites: Vec<u64>,
+        consistent: bool,
+        chain_truncated: bool,
+        stack_pcs: Vec<u64>,
+    ) -> GoroutineMemory {
+        let l = &self.layout;
+        let sched = l.g_sched;
+        GoroutineMemory {
+            goid: field_u64(g, l.g_goid).unwrap_or(0),
             g_addr,
             status,
-            wait_reason: field_u8(&before, l.g_waitreason).unwrap_or(0),
-            waitsince: field_u64(&before, l.g_waitsince).unwrap_or(0) as i64,
-            gopc: field_u64(&before, l.g_gopc).unwrap_or(0),
-            startpc: field_u64(&before, l.g_startpc).unwrap_or(0),
-            parent_goid: l.g_parent_goid.and_then(|off| field_u64(&before, off)),
-            sched_sp: field_u64(&before, sched + l.gobuf_sp).unwrap_or(0),
-            sched_pc,
-            sched_bp,
-            sched_lr: field_u64(&before, sched + l.gobuf_lr).unwrap_or(0),
-            stack_lo,
-            stack_hi,
+            wait_reason: field_u8(g, l.g_waitreason).unwrap_or(0),
+            waitsince: field_u64(g, l.g_waitsince).unwrap_or(0) as i64,
+            gopc: field_u64(g, l.g_gopc).unwrap_or(0),
+            startpc: field_u64(g, l.g_startpc).unwrap_or(0),
+            parent_goid: l.g_parent_goid.and_then(|off| field_u64(g, off)),
+            sched_sp: field_u64(g, sched + l.gobuf_sp).unwrap_or(0),
+            sched_pc: field_u64(g, sched + l.gobuf_pc).unwrap_or(0),
+            sched_bp: field_u64(g, sched + l.gobuf_bp).unwrap_or(0),
+            sched_lr: field_u64(g, sched + l.gobuf_lr).unwrap_or(0),
+            stack_lo: field_u64(g, l.g_stack_lo).unwrap_or(0),
+            stack_hi: field_u64(g, l.g_stack_hi).unwrap_or(0),
             defer_sites,
             consistent: consistent && !chain_truncated,
             chain_truncated,
-            tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(&before, off)),
+            tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(g, off)),
             stack_pcs,
-        }))
+        }
+    }
+
+    /// The site of a record still pending on a range-over-func header.
+    /// `deferprocat` leaves its `pc` unset (the runtime fills it when the loop
+    /// ends), so the site comes from the deferred function: the compiler's
+    /// `….deferwrapN` closure for the `defer` statement sits at that
+    /// statement's line. Returned as a pseudo return address (entry + 1) so
+    /// it symbolises like the sites of the other records.
+    fn pending_site(&self, record: &[u8]) -> u64 {
+        let l = &self.layout;
+        if let Some(pc) = field_u64(record, l.defer_pc).filter(|&pc| pc != 0) {
+            return pc;
+        }
+        let funcval = field_u64(record, l.defer_fn).unwrap_or(0);
+        match self.mem.read_u64(funcval) {
+            Ok(code) if funcval != 0 && code != 0 => code + 1,
+            _ => 0,
+        }
     }
 
     /// Walks `_defer.link` from `head`, newest first. Returns the call sites
@@ -280,7 +400,7 @@ impl MemoryWalker {
                             let Ok(p) = self.mem.read_vec(pending, l.defer_size as usize) else {
                                 return (sites, true);
                             };
-                            sites.push(field_u64(&p, l.defer_pc).unwrap_or(0));
+                            sites.push(self.pending_site(&p));
                             pending = field_u64(&p, l.defer_link).unwrap_or(0);
                         }
                     }
@@ -300,6 +420,133 @@ impl MemoryWalker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gobin::{Arch, GoVersion, builtin_layout};
+
+    /// Fake runtime structures laid out like Go 1.24's, in this process's own
+    /// memory, read back through /proc/self/mem like a real target's.
+    struct FakeRuntime {
+        layout: RuntimeLayout,
+        /// `allgs` slice header, then the g pointer array.
+        allgs: Box<[u64; 3]>,
+        gptrs: Box<[u64; 1]>,
+        g: Box<[u8; 1024]>,
+        defers: Vec<Box<[u8; 64]>>,
+    }
+
+    impl FakeRuntime {
+        fn new(minor: u32) -> Self {
+            let version = GoVersion::parse(&format!("go1.{minor}.1")).expect("version");
+            let layout = builtin_layout(&version, Arch::X86_64).expect("table layout");
+            let mut rt = FakeRuntime {
+                layout,
+                allgs: Box::new([0; 3]),
+                gptrs: Box::new([0]),
+                g: Box::new([0; 1024]),
+                defers: Vec::new(),
+            };
+            rt.gptrs[0] = rt.g.as_ptr() as u64;
+            rt.allgs[0] = rt.gptrs.as_ptr() as u64;
+            rt.allgs[1] = 1;
+            rt.allgs[2] = 1;
+            rt.set_u64(rt.layout.g_goid, 42);
+            rt.set_status(4); // _Gwaiting
+            rt
+        }
+
+        fn set_u64(&mut self, off: u64, v: u64) {
+            self.g[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+        }
+
+        fn set_status(&mut self, status: u32) {
+            let off = self.layout.g_atomicstatus as usize;
+            self.g[off..off + 4].copy_from_slice(&status.to_le_bytes());
+        }
+
+        fn set_tracking_seq(&mut self, seq: u8) {
+            let off = self.layout.g_tracking_seq.expect("trackingSeq") as usize;
+            self.g[off] = seq;
+        }
+
+        /// Pushes a record with call site `pc` (and `fn` non-nil unless
+        /// `header`) on the chain.
+        fn push(&mut self, pc: u64, header: bool) {
+            let l = &self.layout;
+            let mut d = Box::new([0u8; 64]);
+            let head = u64::from_le_bytes(self.g[l.g_defer as usize..l.g_defer as usize + 8].try_into().expect("8"));
+            d[l.defer_pc as usize..l.defer_pc as usize + 8].copy_from_slice(&pc.to_le_bytes());
+            d[l.defer_link as usize..l.defer_link as usize + 8].copy_from_slice(&head.to_le_bytes());
+            let fn_value: u64 = if header { 0 } else { 0x1234 };
+            d[l.defer_fn as usize..l.defer_fn as usize + 8].copy_from_slice(&fn_value.to_le_bytes());
+            let addr = d.as_ptr() as u64;
+            self.defers.push(d);
+            let off = self.layout.g_defer;
+            self.set_u64(off, addr);
+        }
+
+        fn walker(&self) -> MemoryWalker {
+            let mem = ProcessMemory::open(std::process::id()).expect("own memory");
+            MemoryWalker::new(mem, self.layout.clone(), self.allgs.as_ptr() as u64, None)
+        }
+    }
+
+    fn depth(walker: &MemoryWalker) -> (u64, bool) {
+        let snapshot = walker.snapshot().expect("snapshot");
+        assert_eq!(snapshot.goroutines.len(), 1);
+        let g = &snapshot.goroutines[0];
+        assert_eq!(g.goid, 42);
+        (g.defer_depth(), g.consistent)
+    }
+
+    #[test]
+    fn reads_a_parked_goroutines_chain() {
+        let mut rt = FakeRuntime::new(24);
+        for pc in [10, 20, 30] {
+            rt.push(pc, false);
+        }
+        let walker = rt.walker();
+        let snapshot = walker.snapshot().expect("snapshot");
+        let g = &snapshot.goroutines[0];
+        assert_eq!(g.defer_sites, vec![30, 20, 10], "newest first");
+        assert!(g.consistent);
+        assert_eq!(g.status, GoroutineStatus::Waiting);
+    }
+
+    #[test]
+    fn reuses_chains_only_while_the_goroutine_has_not_run() {
+        let mut rt = FakeRuntime::new(24);
+        rt.set_tracking_seq(7);
+        rt.push(10, false);
+        rt.push(20, false);
+        let walker = rt.walker();
+        assert_eq!(depth(&walker), (2, true));
+        // The chain changes behind an unchanged g (head, registers and
+        // trackingSeq as before): the cache answers, proving it is used.
+        let l = rt.layout.clone();
+        rt.defers[0][l.defer_pc as usize] = 99;
+        assert_eq!(walker.snapshot().expect("snapshot").goroutines[0].defer_sites, vec![20, 10]);
+        // It ran in between (trackingSeq moved): read afresh.
+        rt.set_tracking_seq(8);
+        assert_eq!(walker.snapshot().expect("snapshot").goroutines[0].defer_sites, vec![20, 99]);
+        // A running goroutine is never served from the cache, nor consistent.
+        rt.set_status(2);
+        assert_eq!(depth(&walker), (2, false));
+    }
+
+    #[test]
+    fn range_over_func_headers_are_not_counted() {
+        let mut rt = FakeRuntime::new(24);
+        rt.push(10, false);
+        rt.push(20, true); // converted header: linked, no function
+        rt.push(30, false);
+        assert_eq!(rt.walker().snapshot().expect("snapshot").goroutines[0].defer_sites, vec![30, 10]);
+    }
+
+    #[test]
+    fn dead_goroutines_are_skipped() {
+        let mut rt = FakeRuntime::new(24);
+        rt.set_status(6); // _Gdead
+        assert!(rt.walker().snapshot().expect("snapshot").goroutines.is_empty());
+    }
 
     #[test]
     fn status_strips_scan_bit() {

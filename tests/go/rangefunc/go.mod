@@ -1,0 +1,3 @@
+module deferscope.test/rangefunc
+
+go 1.23
