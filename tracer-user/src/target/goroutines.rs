@@ -430,6 +430,8 @@ mod tests {
         allgs: Box<[u64; 3]>,
         gptrs: Box<[u64; 1]>,
         g: Box<[u8; 1024]>,
+        // Boxed: records must keep their addresses while the Vec grows.
+        #[allow(clippy::vec_box)]
         defers: Vec<Box<[u8; 64]>>,
     }
 
