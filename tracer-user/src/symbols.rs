@@ -1,5 +1,7 @@
 //! Runtime PCs → source sites, through the target's binary and load bias.
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     aggregate::{Symbolizer, model::Site},
@@ -21,10 +23,10 @@ impl BinarySymbols {
         Self {
             binary,
             bias,
-            call_sites: HashMap::new(),
-            exact_sites: HashMap::new(),
-            frames: HashMap::new(),
-            functions: HashMap::new(),
+            call_sites: HashMap::default(),
+            exact_sites: HashMap::default(),
+            frames: HashMap::default(),
+            functions: HashMap::default(),
         }
     }
 }

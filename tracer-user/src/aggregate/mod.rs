@@ -16,7 +16,9 @@
 pub mod leaks;
 pub mod model;
 
-use std::collections::{HashMap, HashSet, hash_map::Entry};
+use std::collections::hash_map::Entry;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use tracer_common::{Event, EventKind};
 
@@ -217,7 +219,7 @@ impl Aggregator {
 
     pub fn apply_memory(&mut self, snapshot: &MemorySnapshot) {
         self.memory_read_s = snapshot.t_end_ns.saturating_sub(snapshot.t_start_ns) as f64 / 1e9;
-        let mut seen = HashSet::with_capacity(snapshot.goroutines.len());
+        let mut seen = HashSet::with_capacity_and_hasher(snapshot.goroutines.len(), Default::default());
         for gm in &snapshot.goroutines {
             if self.exited.contains_key(&gm.goid) {
                 continue;
@@ -298,13 +300,13 @@ impl Aggregator {
 
     /// Renders the current state.
     pub fn snapshot(&mut self, info: &TargetInfo, sym: &mut dyn Symbolizer, render: &RenderOptions) -> Snapshot {
-        let mut system_cache: HashMap<u64, bool> = HashMap::new();
+        let mut system_cache: HashMap<u64, bool> = HashMap::default();
         let mut live = 0;
         let wait_reasons = &self.wait_reasons;
         // First pass, over every goroutine: what counts and what leaks (the
         // `--top` cap applies to the listing only).
         let mut derived: Vec<(u64, Derived)> = Vec::with_capacity(self.goroutines.len());
-        let mut groups: HashMap<(Option<Site>, Option<Site>, String), model::LeakGroup> = HashMap::new();
+        let mut groups: HashMap<(Option<Site>, Option<Site>, String), model::LeakGroup> = HashMap::default();
         for (goid, g) in self.goroutines.iter_mut() {
             if g.system.is_none() && g.startpc != 0 {
                 let system = *system_cache
@@ -348,8 +350,11 @@ impl Aggregator {
                 group.oldest_blocked_s = group.oldest_blocked_s.max(blocked_s);
                 group.sample_goids.push(*goid);
             }
-            derived
-                .push((*goid, Derived { status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system }));
+            let depth = g.sites.len();
+            derived.push((
+                *goid,
+                Derived { depth, status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system },
+            ));
         }
         self.totals.goroutines_live = live;
         self.totals.goroutines_total = derived.len() as u64;
@@ -361,8 +366,8 @@ impl Aggregator {
         leak_groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_blocked_s.total_cmp(&a.oldest_blocked_s)));
         self.totals.goroutines_leaked = leak_groups.iter().map(|g| g.count).sum();
 
-        let depth_of = |goid: &u64| self.goroutines.get(goid).map_or(0, |g| g.sites.len());
-        derived.sort_by(|a, b| depth_of(&b.0).cmp(&depth_of(&a.0)).then(a.0.cmp(&b.0)));
+        // Deepest first, then by goid (unique keys: an unstable sort is exact).
+        derived.sort_unstable_by(|a, b| b.1.depth.cmp(&a.1.depth).then(a.0.cmp(&b.0)));
         let limit = render.top.unwrap_or(usize::MAX);
         let mut goroutines = Vec::with_capacity(derived.len().min(limit));
         for (goid, d) in derived.into_iter().take(limit) {
@@ -391,7 +396,7 @@ impl Aggregator {
         // Several return addresses can share one source line (e.g. a defer
         // statement compiled twice); merge them by line.
         let mut merged: Vec<DeferSiteView> = Vec::new();
-        let mut index: HashMap<Site, usize> = HashMap::new();
+        let mut index: HashMap<Site, usize> = HashMap::default();
         for (pc, stats) in sites {
             let site = sym.call_site(pc).unwrap_or_else(|| Site::new(&format!("{pc:#x}"), "", 0));
             match index.entry(site) {
@@ -436,6 +441,7 @@ impl Aggregator {
 
 /// What the first rendering pass works out per goroutine.
 struct Derived {
+    depth: usize,
     status: GoroutineStatus,
     wait_reason: Option<String>,
     blocked_for_ns: Option<u64>,

@@ -5,7 +5,9 @@
 //! how it resynchronises: events give changes, memory gives the truth for a
 //! goroutine that is not running. A chain is only trusted when the goroutine
 //! could not run while it was read (see [`GoroutineMemory::consistent`]).
-use std::{collections::HashMap, sync::Mutex};
+use std::sync::Mutex;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     gobin::RuntimeLayout,
@@ -174,7 +176,7 @@ const BAD_DEFER: u64 = 1;
 
 impl MemoryWalker {
     pub fn new(mem: ProcessMemory, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
-        Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::new()) }
+        Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::default()) }
     }
 
     pub fn layout(&self) -> &RuntimeLayout {
@@ -205,7 +207,7 @@ impl MemoryWalker {
         let t_start_ns = monotonic_ns();
         let mut goroutines = Vec::new();
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next_cache = HashMap::with_capacity(cache.len());
+        let mut next_cache = HashMap::with_capacity_and_hasher(cache.len(), Default::default());
         for g_addr in self.all_g_addresses()? {
             // A g can be freed and reused while we read; an unreadable one is
             // skipped rather than failing the whole snapshot.
