@@ -2,7 +2,6 @@
 use std::{
     ffi::OsStr,
     fmt::Display,
-    io::Write as _,
     os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::{Command, ExitStatus, Stdio},
@@ -11,15 +10,16 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Prints a step header: `==> msg`.
+///
+/// On stderr, like cargo's own progress: stdout carries what the task
+/// produces (`cargo xtask demo --json | jq …`).
 pub fn step(msg: impl Display) {
-    println!("==> {msg}");
-    let _ = std::io::stdout().flush();
+    eprintln!("==> {msg}");
 }
 
 /// Prints an indented detail line under a step.
 pub fn note(msg: impl Display) {
-    println!("    {msg}");
-    let _ = std::io::stdout().flush();
+    eprintln!("    {msg}");
 }
 
 /// Runs `cmd` with inherited stdio after printing it; fails on a non-zero exit.
