@@ -59,7 +59,7 @@ pub struct Totals {
     pub unmatched_pops: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GoroutineView {
     pub goid: u64,
     pub state: String,
@@ -133,7 +133,7 @@ pub struct DeferSiteView {
     pub live: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     /// RFC 3339.
     pub time: String,

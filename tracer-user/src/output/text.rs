@@ -5,7 +5,12 @@ use std::{
     io::{self, Write},
 };
 
-use crate::aggregate::model::Snapshot;
+use crate::aggregate::model::{Site, Snapshot};
+
+/// `function dir/file.go:line`, or `-` when unknown.
+fn site_text(site: Option<&Site>) -> String {
+    site.map_or_else(|| "-".to_owned(), |s| format!("{} {}:{}", s.function, short_file(&s.file), s.line))
+}
 
 /// Renders a snapshot as text, fitting `rows` goroutine lines.
 pub fn render(snapshot: &Snapshot, rows: usize) -> String {
@@ -33,7 +38,6 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     let _ = writeln!(s);
     let _ = writeln!(s, "{:>8}  {:<10} {:<22} {:>8} {:>8}  NEWEST DEFER", "GOID", "STATE", "WAIT", "DEPTH", "MAX");
     for g in snapshot.goroutines.iter().filter(|g| !g.system).take(rows) {
-        let site = g.top_defer_site.as_ref().map(|s| format!("{} {}:{}", s.function, short_file(&s.file), s.line));
         let _ = writeln!(
             s,
             "{:>8}  {:<10} {:<22} {:>8} {:>8}  {}",
@@ -42,7 +46,7 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
             g.wait_reason.as_deref().unwrap_or(""),
             g.defer_depth,
             g.max_defer_depth,
-            site.unwrap_or_default()
+            if g.defer_depth == 0 { String::new() } else { site_text(g.top_defer_site.as_ref()) }
         );
     }
     let _ = writeln!(s);
@@ -68,18 +72,14 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     } else {
         let _ = writeln!(s, "{:>7} {:>9}  {:<22} {:<45} CREATED BY", "LEAKED", "OLDEST", "WAIT", "BLOCKED AT");
         for leak in snapshot.leaks.iter().take(10) {
-            let site = |site: &Option<crate::aggregate::model::Site>| {
-                site.as_ref()
-                    .map_or(String::from("?"), |s| format!("{} {}:{}", s.function, short_file(&s.file), s.line))
-            };
             let _ = writeln!(
                 s,
                 "{:>7} {:>8.0}s  {:<22} {:<45} {}",
                 leak.count,
                 leak.oldest_blocked_s,
                 leak.wait_reason,
-                site(&leak.blocked_at),
-                site(&leak.created_by)
+                site_text(leak.blocked_at.as_ref()),
+                site_text(leak.created_by.as_ref())
             );
         }
     }
@@ -113,6 +113,11 @@ pub fn show(out: &mut impl Write, snapshot: &Snapshot, is_tty: bool, rows: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_goroutines_sites_and_leaks() {
+        insta::assert_snapshot!(render(&crate::tui::fixtures::snapshot(), 8));
+    }
 
     #[test]
     fn short_file_keeps_two_components() {

@@ -28,19 +28,8 @@ fn goroutine(goid: u64, state: &str, wait: Option<&str>) -> GoroutineView {
         goid,
         state: state.into(),
         wait_reason: wait.map(Into::into),
-        defer_depth: 0,
-        max_defer_depth: 0,
-        top_defer_site: None,
-        created_by: None,
-        start_function: None,
-        parent_goid: None,
-        system: false,
         depth_exact: true,
-        blocked_for_s: None,
-        blocked_at: None,
-        leaked: false,
-        stack: None,
-        defer_chain: None,
+        ..Default::default()
     }
 }
 

@@ -21,8 +21,9 @@ pub mod sections;
 pub mod terminal;
 pub mod ui;
 
+/// Deterministic snapshots, shared with the other outputs' tests.
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use app::{App, Settings};
 use event::{Event, Events, POLL};

@@ -18,17 +18,9 @@ fn goroutine(goid: u64, state: &str, depth: u64, system: bool) -> GoroutineView 
         wait_reason: (state == "waiting").then(|| "chan receive".to_owned()),
         defer_depth: depth,
         max_defer_depth: depth,
-        top_defer_site: None,
-        created_by: None,
-        start_function: None,
-        parent_goid: None,
         system,
         depth_exact: true,
-        blocked_for_s: None,
-        blocked_at: None,
-        leaked: false,
-        stack: None,
-        defer_chain: None,
+        ..Default::default()
     }
 }
 
