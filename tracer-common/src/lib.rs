@@ -10,8 +10,9 @@
 pub enum EventKind {
     /// A defer record was pushed onto the current goroutine's chain.
     /// `pc` is the return address of the call into the runtime (the `defer`
-    /// statement's call site), `arg` the record's address when the probe
-    /// knows it (deferprocStack), else 0.
+    /// statement's call site) — for deferprocat, the deferred function's
+    /// entry + 1, which symbolises to the same line — and `arg` the record's
+    /// address when the probe knows it (deferprocStack), else 0.
     DeferPush = 1,
     /// The newest record of the current goroutine's chain was popped.
     /// `arg` is the record's address when the probe knows it (freedefer).

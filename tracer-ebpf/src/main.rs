@@ -157,14 +157,29 @@ fn current_goid(ctx: &ProbeContext) -> Option<u64> {
     goid
 }
 
+/// Where a pushed record comes from: normally the return address of the
+/// call into the runtime (the `defer` statement's call site).
+enum Site {
+    ReturnAddress,
+    /// The deferred function's code pointer + 1, read from the funcval in
+    /// the first argument register: see `deferprocat`.
+    DeferredFunction,
+}
+
 #[inline(always)]
-fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64) -> u32 {
+fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64, site: Site) -> u32 {
     bump(&PROBE_HITS, probe as u32);
     if !is_target() {
         return 0;
     }
     let Some(goid) = current_goid(ctx) else { return 0 };
-    let site = regs::return_address(ctx).unwrap_or(0);
+    let site = match site {
+        Site::ReturnAddress => regs::return_address(ctx).unwrap_or(0),
+        Site::DeferredFunction => match read_u64(regs::arg0(ctx)) {
+            Some(code) if code != 0 => code + 1,
+            _ => regs::return_address(ctx).unwrap_or(0),
+        },
+    };
     emit(EventKind::DeferPush, probe, goid, site, record, 0);
     0
 }
@@ -172,20 +187,24 @@ fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64) -> u32 {
 /// `runtime.deferproc(fn func())`: a heap-allocated record (defer in a loop).
 #[uprobe]
 pub fn deferproc(ctx: ProbeContext) -> u32 {
-    on_push(&ctx, ProbeId::DeferProc, 0)
+    on_push(&ctx, ProbeId::DeferProc, 0, Site::ReturnAddress)
 }
 
 /// `runtime.deferprocStack(d *_defer)`: a stack-allocated record.
 #[uprobe]
 pub fn deferproc_stack(ctx: ProbeContext) -> u32 {
     let record = regs::arg0(&ctx);
-    on_push(&ctx, ProbeId::DeferProcStack, record)
+    on_push(&ctx, ProbeId::DeferProcStack, record, Site::ReturnAddress)
 }
 
 /// `runtime.deferprocat(fn, frame)`: a defer inside a range-over-func body.
+/// Its record gets no call site until the loop's function returns, so memory
+/// reads identify it by its deferred function (the compiler's `deferwrap`
+/// closure, which sits at the `defer` statement's line); the event uses the
+/// same identity so the two agree.
 #[uprobe]
 pub fn deferprocat(ctx: ProbeContext) -> u32 {
-    on_push(&ctx, ProbeId::DeferProcAt, 0)
+    on_push(&ctx, ProbeId::DeferProcAt, 0, Site::DeferredFunction)
 }
 
 /// `runtime.popDefer(gp *g)` (Go 1.23+): pops `gp._defer`.

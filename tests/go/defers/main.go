@@ -9,43 +9,22 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
+
+	"deferscope.test/testutil"
 )
 
 //go:noinline
 func noop(int) {}
 
-// goid parses the current goroutine's ID from its own stack trace header
-// ("goroutine 18 [running]:").
-func goid() uint64 {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	fields := strings.Fields(string(buf))
-	id, err := strconv.ParseUint(fields[1], 10, 64)
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
-
-var out = json.NewEncoder(os.Stdout)
-
-func report(v map[string]any) {
-	v["num_goroutine"] = runtime.NumGoroutine()
-	if err := out.Encode(v); err != nil {
-		panic(err)
-	}
-}
-
 // heapWorker holds n heap-allocated records (defer in a loop → deferproc),
 // adds more on command, and returns (popping everything) on a negative one.
 func heapWorker(n int, id chan<- uint64, cmds <-chan int, done chan<- int) {
-	id <- goid()
+	id <- testutil.Goid()
 	for i := 0; i < n; i++ {
 		defer noop(i) // SITE:heap
 	}
@@ -105,7 +84,7 @@ func panicOuter(id chan<- uint64, hold <-chan struct{}) {
 		defer noop(i) // SITE:panic-outer
 	}
 	panicMiddle()
-	id <- goid()
+	id <- testutil.Goid()
 	<-hold
 }
 
@@ -114,7 +93,7 @@ func goexitWorker(id chan<- uint64, release <-chan struct{}, exited chan<- struc
 	for i := 0; i < 6; i++ {
 		defer noop(i) // SITE:goexit
 	}
-	id <- goid()
+	id <- testutil.Goid()
 	<-release
 	runtime.Goexit()
 }
@@ -124,7 +103,7 @@ func exitWorker(id chan<- uint64, release <-chan struct{}, exited chan<- struct{
 	for i := 0; i < 9; i++ {
 		defer noop(i) // SITE:exit
 	}
-	id <- goid()
+	id <- testutil.Goid()
 	<-release
 }
 
@@ -140,10 +119,10 @@ func main() {
 	<-heapDone
 
 	stackID, stackHold := make(chan uint64), make(chan struct{})
-	go stackRec(stackLevels, func() { stackID <- goid(); <-stackHold })
+	go stackRec(stackLevels, func() { stackID <- testutil.Goid(); <-stackHold })
 	stackGoid := <-stackID
 
-	report(map[string]any{"event": "ready", "pid": os.Getpid(), "go": runtime.Version(),
+	testutil.Report(map[string]any{"event": "ready", "pid": os.Getpid(), "go": runtime.Version(),
 		"heap_goid": heapGoid, "heap_depth": heapDepth,
 		"stack_goid": stackGoid, "stack_depth": stackLevels * 10})
 
@@ -162,20 +141,20 @@ func main() {
 		case "more":
 			k, _ := strconv.Atoi(cmd[1])
 			heapCmds <- k
-			report(map[string]any{"event": "more", "heap_goid": heapGoid, "heap_depth": <-heapDone})
+			testutil.Report(map[string]any{"event": "more", "heap_goid": heapGoid, "heap_depth": <-heapDone})
 		case "panic":
 			id := make(chan uint64)
 			go panicOuter(id, make(chan struct{}))
-			report(map[string]any{"event": "panic", "goid": <-id, "depth": 3})
+			testutil.Report(map[string]any{"event": "panic", "goid": <-id, "depth": 3})
 		case "goexit":
 			id := make(chan uint64)
 			goexitRelease, goexitDone = make(chan struct{}), make(chan struct{})
 			go goexitWorker(id, goexitRelease, goexitDone)
-			report(map[string]any{"event": "goexit", "goid": <-id, "depth": 7})
+			testutil.Report(map[string]any{"event": "goexit", "goid": <-id, "depth": 7})
 		case "goexit-go":
 			close(goexitRelease)
 			<-goexitDone
-			report(map[string]any{"event": "goexit-go"})
+			testutil.Report(map[string]any{"event": "goexit-go"})
 		case "exit":
 			exitCount, _ = strconv.Atoi(cmd[1])
 			exitRelease, exitDone = make(chan struct{}), make(chan struct{}, exitCount)
@@ -185,19 +164,19 @@ func main() {
 				go exitWorker(id, exitRelease, exitDone)
 				ids = append(ids, <-id)
 			}
-			report(map[string]any{"event": "exit", "goids": ids, "depth": 10})
+			testutil.Report(map[string]any{"event": "exit", "goids": ids, "depth": 10})
 		case "exit-go":
 			close(exitRelease)
 			for i := 0; i < exitCount; i++ {
 				<-exitDone
 			}
-			report(map[string]any{"event": "exit-go"})
+			testutil.Report(map[string]any{"event": "exit-go"})
 		case "heap-return":
 			heapCmds <- -1
 			<-heapExited
-			report(map[string]any{"event": "heap-return"})
+			testutil.Report(map[string]any{"event": "heap-return"})
 		case "quit":
-			report(map[string]any{"event": "quit"})
+			testutil.Report(map[string]any{"event": "quit"})
 			return
 		default:
 			fmt.Fprintf(os.Stderr, "unknown command %q\n", cmd[0])

@@ -12,33 +12,15 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"deferscope.test/testutil"
 )
-
-func goid() uint64 {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, err := strconv.ParseUint(strings.Fields(string(buf))[1], 10, 64)
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
-
-var out = json.NewEncoder(os.Stdout)
-
-func report(v map[string]any) {
-	v["num_goroutine"] = runtime.NumGoroutine()
-	if err := out.Encode(v); err != nil {
-		panic(err)
-	}
-}
 
 // started collects goroutine IDs; each goroutine sends its ID just before
 // blocking, so once all IDs are in, all are (about to be) blocked.
@@ -51,29 +33,29 @@ func collect(n int, ids <-chan uint64) []uint64 {
 }
 
 func sender(ids chan<- uint64, ch chan<- int) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	ch <- 1 // SITE:send-block
 }
 
 func receiver(ids chan<- uint64, ch <-chan int, done *sync.WaitGroup) {
 	defer done.Done()
-	ids <- goid()
+	ids <- testutil.Goid()
 	<-ch // SITE:recv-block
 }
 
 func locker(ids chan<- uint64, mu *sync.Mutex) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	mu.Lock() // SITE:mutex-block
 }
 
 func nilSender(ids chan<- uint64) {
 	var ch chan int
-	ids <- goid()
+	ids <- testutil.Goid()
 	ch <- 1 // SITE:nil-block
 }
 
 func busy(ids chan<- uint64, stop <-chan struct{}) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	x := 0
 	for {
 		select {
@@ -89,12 +71,12 @@ func busy(ids chan<- uint64, stop <-chan struct{}) {
 }
 
 func sleeper(ids chan<- uint64) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	time.Sleep(time.Hour)
 }
 
 func consumer(ids chan<- uint64, feed <-chan int) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	for range feed { // SITE:consumer-block
 	}
 }
@@ -153,7 +135,7 @@ func main() {
 	for blockedCount() < nSend+nRecv+nMutex {
 		time.Sleep(time.Millisecond)
 	}
-	report(map[string]any{"event": "ready", "pid": os.Getpid(), "go": runtime.Version(),
+	testutil.Report(map[string]any{"event": "ready", "pid": os.Getpid(), "go": runtime.Version(),
 		"senders": senders, "receivers": receivers, "lockers": lockers, "healthy": healthy})
 
 	in := bufio.NewScanner(os.Stdin)
@@ -168,14 +150,14 @@ func main() {
 			for i := 0; i < n; i++ {
 				go nilSender(ids) // SITE:nil-create
 			}
-			report(map[string]any{"event": "leak-nil", "goids": collect(n, ids)})
+			testutil.Report(map[string]any{"event": "leak-nil", "goids": collect(n, ids)})
 		case "unblock-recv":
 			close(recvCh)
 			recvDone.Wait()
-			report(map[string]any{"event": "unblock-recv"})
+			testutil.Report(map[string]any{"event": "unblock-recv"})
 		case "quit":
 			close(stop)
-			report(map[string]any{"event": "quit"})
+			testutil.Report(map[string]any{"event": "quit"})
 			return
 		}
 	}

@@ -15,9 +15,9 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
+
+	"deferscope.test/testutil"
 )
 
 const (
@@ -28,17 +28,6 @@ const (
 
 //go:noinline
 func noop(int) {}
-
-// goid parses the current goroutine's ID from its own stack trace header.
-func goid() uint64 {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, err := strconv.ParseUint(strings.Fields(string(buf))[1], 10, 64)
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
 
 func receiver(never <-chan int, started chan<- struct{}) {
 	started <- struct{}{}
@@ -56,7 +45,7 @@ func deep(n int, id chan<- uint64) {
 	for i := 0; i < n; i++ {
 		defer noop(i) // SITE:deep
 	}
-	id <- goid()
+	id <- testutil.Goid()
 	for {
 		time.Sleep(time.Hour)
 	}

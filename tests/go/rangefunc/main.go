@@ -14,22 +14,13 @@ import (
 	"iter"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
+
+	"deferscope.test/testutil"
 )
 
 //go:noinline
 func noop(int) {}
-
-func goid() uint64 {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, err := strconv.ParseUint(strings.Fields(string(buf))[1], 10, 64)
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
 
 func count(n int) iter.Seq[int] {
 	return func(yield func(int) bool) {
@@ -48,7 +39,7 @@ func loop(n int, id chan<- uint64, hold <-chan struct{}, done chan<- struct{}) {
 	for i := range count(n) {
 		defer noop(i) // SITE:rangefunc
 		if i == n-1 {
-			id <- goid()
+			id <- testutil.Goid()
 			<-hold
 		}
 	}

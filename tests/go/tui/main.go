@@ -10,9 +10,9 @@ import (
 	"encoding/json"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
+
+	"deferscope.test/testutil"
 )
 
 const (
@@ -23,18 +23,6 @@ const (
 //go:noinline
 func noop(int) {}
 
-// goid parses the current goroutine's ID from its own stack trace header
-// ("goroutine 18 [running]:").
-func goid() uint64 {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, err := strconv.ParseUint(strings.Fields(string(buf))[1], 10, 64)
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
-
 // deepWorker holds deepDepth heap defer records (defer in a loop) and then
 // naps forever: sleeping is not blocking on a primitive, so it is deep but
 // not leaked.
@@ -42,7 +30,7 @@ func deepWorker(id chan<- uint64) {
 	for i := 0; i < deepDepth; i++ {
 		defer noop(i) // SITE:deep
 	}
-	id <- goid()
+	id <- testutil.Goid()
 	for {
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -51,7 +39,7 @@ func deepWorker(id chan<- uint64) {
 // leakyProducer reports its ID, then blocks forever sending on a channel
 // nobody reads.
 func leakyProducer(ids chan<- uint64, result chan<- int) {
-	ids <- goid()
+	ids <- testutil.Goid()
 	result <- 42 // SITE:leak-block
 }
 

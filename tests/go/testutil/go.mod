@@ -1,0 +1,3 @@
+module deferscope.test/testutil
+
+go 1.19
