@@ -1,10 +1,11 @@
 //! `cargo xtask lint`: clippy on the host crates, clippy on the eBPF crate
-//! (nightly, bpfel target), and rustfmt.
+//! (nightly, bpfel target), a build check for the other architecture, and
+//! rustfmt.
 use std::{path::Path, process::Command};
 
 use anyhow::Result;
 
-use crate::{cmd, cmd::step, paths, summary::Summary};
+use crate::{cmd, cmd::step, paths, rustup, summary::Summary};
 
 /// The `bpf_target_arch` values the probes support (x86_64 and arm64 hosts).
 const BPF_TARGET_ARCHES: &[&str] = &["x86_64", "aarch64"];
@@ -44,6 +45,19 @@ pub fn run(workspace_root: &Path, summary: &mut Summary) {
             )
         });
     }
+    // The probes and the userspace side both have per-architecture code
+    // (registers, instruction decoding): check the other architecture builds.
+    let cross = rustup::cross_target();
+    summary.record(&format!("cargo check ({cross})"), || {
+        step(format_args!("cargo check for {cross} ..."));
+        cmd::run(Command::new("cargo").current_dir(workspace_root).args([
+            "check",
+            "-p",
+            "deferscope",
+            "--target",
+            cross,
+        ]))
+    });
     summary.record("rustfmt", || {
         step("cargo fmt --check ...");
         cmd::run(Command::new("cargo").current_dir(workspace_root).args(["fmt", "--all", "--check"]))

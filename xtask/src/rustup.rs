@@ -12,7 +12,14 @@ use crate::cmd::{self, note, step};
 const COMPONENTS: &[(&str, &str)] =
     &[("nightly", "rust-src"), ("nightly", "clippy"), ("stable", "clippy"), ("stable", "rustfmt")];
 
-/// Makes sure the nightly toolchain and [`COMPONENTS`] are installed.
+/// The Rust target of the other supported architecture, so `lint` can check
+/// that deferscope (userspace and probes) builds for it too.
+pub fn cross_target() -> &'static str {
+    if cfg!(target_arch = "aarch64") { "x86_64-unknown-linux-gnu" } else { "aarch64-unknown-linux-gnu" }
+}
+
+/// Makes sure the nightly toolchain, [`COMPONENTS`] and the stable standard
+/// library for [`cross_target`] are installed.
 pub fn ensure_components() -> Result<()> {
     step("checking rustup toolchains and components ...");
     if !cmd::on_path("rustup") {
@@ -33,6 +40,14 @@ pub fn ensure_components() -> Result<()> {
             step(format_args!("installing rustup component {component} ({toolchain}) ..."));
             cmd::run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
         }
+    }
+    let target = cross_target();
+    let targets = cmd::output(Command::new("rustup").args(["target", "list", "--installed", "--toolchain", "stable"]))?;
+    if targets.lines().any(|l| l.trim() == target) {
+        note(format_args!("stable: {target} standard library present"));
+    } else {
+        step(format_args!("installing the {target} standard library (stable) for the cross-architecture check ..."));
+        cmd::run(Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"]))?;
     }
     Ok(())
 }
