@@ -42,14 +42,22 @@ pub fn ensure_components() -> Result<()> {
         }
     }
     let target = cross_target();
-    let targets = cmd::output(Command::new("rustup").args(["target", "list", "--installed", "--toolchain", "stable"]))?;
-    if targets.lines().any(|l| l.trim() == target) {
+    if has_cross_target() {
         note(format_args!("stable: {target} standard library present"));
     } else {
         step(format_args!("installing the {target} standard library (stable) for the cross-architecture check ..."));
-        cmd::run(Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"]))?;
+        // Optional: without it `lint` skips that one check (and says so).
+        if let Err(e) = cmd::run(Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"])) {
+            note(format_args!("could not install it ({e:#}); the cross-architecture check will be skipped"));
+        }
     }
     Ok(())
+}
+
+/// Whether the stable standard library for [`cross_target`] is installed.
+pub fn has_cross_target() -> bool {
+    cmd::try_output(Command::new("rustup").args(["target", "list", "--installed", "--toolchain", "stable"]))
+        .is_some_and(|targets| targets.lines().any(|l| l.trim() == cross_target()))
 }
 
 /// The LLVM major version of `rustc +nightly -vV` (bpf-linker must match it).
