@@ -279,6 +279,12 @@ impl Tracer {
         Ok((self.child.wait()?, rest))
     }
 
+    /// SIGKILL: the tracer gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn interrupt(&mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<Value>)> {
         // SAFETY: kill on our own child's PID.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
