@@ -57,12 +57,14 @@ fn run(tc: &Toolchain) -> anyhow::Result<()> {
     let (leaked, leaked_recv, leaked_send) =
         (as_u64(&ready["leaked"]), as_u64(&ready["leaked_recv"]), as_u64(&ready["leaked_send"]));
     let deep_depth = as_u64(&ready["deep_depth"]);
+    let num_goroutine = as_u64(&ready["num_goroutine"]);
 
     // Top 1: the two leak groups (25 receivers, 10 senders) become one
-    // group plus "other", exercising the cap end to end.
+    // group plus "other", exercising the cap end to end. `--top 1` caps only
+    // printed listings: the metrics must still cover every goroutine.
     let mut exporter = MetricsExporter::attach(
         program.pid,
-        &["--leak-after", "1s", "--interval", "200ms", "--metrics-top-sites", "1"],
+        &["--leak-after", "1s", "--interval", "200ms", "--metrics-top-sites", "1", "--top", "1"],
     )?;
 
     // The endpoint itself: OpenMetrics, once the first snapshot is in.
@@ -101,6 +103,9 @@ fn run(tc: &Toolchain) -> anyhow::Result<()> {
             other => Err(format!("{other:?}")),
         }
     })?;
+
+    // Every goroutine, as runtime.NumGoroutine() counts them, by state.
+    prometheus.wait_value(&format!(r#"sum(deferscope_goroutines{{job="{JOB}"}})"#), num_goroutine as f64)?;
 
     // The deep chain: exact depth, and its site.
     prometheus.wait_value(&format!(r#"max(deferscope_defer_depth_max{{job="{JOB}"}})"#), deep_depth as f64)?;
