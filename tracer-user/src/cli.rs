@@ -27,7 +27,8 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Show at most N goroutines (deepest defer chains first).
+    /// List at most N goroutines in the JSON and text output (deepest defer
+    /// chains first); totals, leaks and metrics still cover all of them.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
 
