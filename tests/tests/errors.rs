@@ -67,13 +67,15 @@ fn unsupported_go_version() {
     }
     // A real Go program whose build info claims a version deferscope does
     // not know: same length, so the binary is otherwise untouched and runs.
-    let tc =
-        toolchains().expect("toolchains").into_iter().find(|t| t.full == "go1.24.11").expect("go1.24.11 in the matrix");
+    let tc = toolchains().expect("toolchains").into_iter().max_by_key(Toolchain::minor).expect("a toolchain");
     let binary = build_go("defers", &tc, &[]).expect("build");
     let mut bytes = std::fs::read(&binary).expect("read");
-    let (from, to) = (b"\x09go1.24.11", b"\x09go1.17.11");
+    // `go1.27.3` → `go1.17.3`: the minor always has two digits here. In
+    // .go.buildinfo the string follows its length byte.
+    let claimed = format!("go1.17{}", &tc.full["go1.NN".len()..]);
+    let from = [&[tc.full.len() as u8][..], tc.full.as_bytes()].concat();
     let at = bytes.windows(from.len()).position(|w| w == from).expect("version string in .go.buildinfo");
-    bytes[at..at + to.len()].copy_from_slice(to);
+    bytes[at + 1..at + 1 + claimed.len()].copy_from_slice(claimed.as_bytes());
     let patched = binary.with_file_name("defers-claims-go1.17");
     std::fs::write(&patched, &bytes).expect("write");
     std::fs::set_permissions(&patched, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
@@ -81,7 +83,7 @@ fn unsupported_go_version() {
     program.expect("ready").expect("ready");
     let pid = program.pid.to_string();
     let msg = one_sentence(&deferscope(&["--pid", &pid, "--json"]));
-    assert!(msg.contains(&format!("process {pid} runs go1.17.11")) && msg.contains("Go 1.19 to 1.27"), "{msg}");
+    assert!(msg.contains(&format!("process {pid} runs {claimed}")) && msg.contains("Go 1.19 to 1.27"), "{msg}");
 }
 
 #[test]

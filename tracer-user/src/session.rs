@@ -175,6 +175,18 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     let Prepared { target, binary, walker, bias } =
         tokio::task::spawn_blocking(move || prepare(pid)).await.map_err(|e| io::Error::other(e.to_string()))??;
 
+    // Bind the metrics address before attaching: a busy port should fail
+    // before the target is touched at all.
+    let (feed_tx, feed_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
+    let metrics = match options.metrics_addr {
+        Some(addr) => Some(
+            crate::exporters::metrics::serve(addr, feed_rx.clone(), options.metrics_top_sites)
+                .await
+                .map_err(|source| SessionError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+
     let mut probes = Probes::attach(&target, &binary, walker.layout())?;
     log::info!("attached to {:?}", probes.attached_functions());
     let mut events = probes.take_events()?;
@@ -201,19 +213,10 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
             .map_err(|e| io::Error::other(e.to_string()))?
             .map_err(|source| SessionError::Memory { pid: target.pid, source })?
     };
-    drain(&mut events, &mut aggregator);
+    drain(events.get_mut(), &mut aggregator);
     aggregator.apply_memory(&first);
 
-    let (feed_tx, feed_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
     let stop = Arc::new(Notify::new());
-    let metrics = match options.metrics_addr {
-        Some(addr) => Some(
-            crate::exporters::metrics::serve(addr, feed_rx.clone(), options.metrics_top_sites)
-                .await
-                .map_err(|source| SessionError::Metrics { addr, source })?,
-        ),
-        None => None,
-    };
     let tui = (mode == Mode::Tui).then(|| {
         let feed = feed_rx.clone();
         let stop = stop.clone();
@@ -253,17 +256,12 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if let Some(event) = probes::decode_event(&item) {
-                        aggregator.apply_event(&event);
-                    }
-                }
+                drain(guard.get_inner_mut(), &mut aggregator);
                 guard.clear_ready();
             }
             Some(snapshot) = mem_rx.recv() => {
                 resync_in_flight = false;
-                drain(&mut events, &mut aggregator);
+                drain(events.get_mut(), &mut aggregator);
                 aggregator.apply_memory(&snapshot);
             }
             _ = resync_tick.tick() => {
@@ -282,7 +280,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     target_exited = true;
                     break;
                 }
-                drain(&mut events, &mut aggregator);
+                drain(events.get_mut(), &mut aggregator);
                 aggregator.set_events_lost(probes.counters().events_lost);
                 let snapshot = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
                 print(mode, &snapshot, options.top)?;
@@ -295,7 +293,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         }
     }
     // The last snapshot, with every event the ring still holds.
-    drain(&mut events, &mut aggregator);
+    drain(events.get_mut(), &mut aggregator);
     aggregator.set_events_lost(probes.counters().events_lost);
     let mut last = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
     last.target_exited = target_exited || !target.is_alive();
@@ -342,8 +340,8 @@ fn render_options(options: &Options, probes: &Probes, started: Instant, details:
     }
 }
 
-fn drain(events: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, aggregator: &mut Aggregator) {
-    let ring = events.get_mut();
+/// Applies every event the ring buffer holds now.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, aggregator: &mut Aggregator) {
     while let Some(item) = ring.next() {
         if let Some(event) = probes::decode_event(&item) {
             aggregator.apply_event(&event);
