@@ -13,21 +13,13 @@ pub struct BinarySymbols {
     /// Runtime address − static address (PIE).
     bias: u64,
     call_sites: HashMap<u64, Option<Site>>,
-    exact_sites: HashMap<u64, Option<Site>>,
     frames: HashMap<(u64, bool), Vec<Site>>,
     functions: HashMap<u64, Option<String>>,
 }
 
 impl BinarySymbols {
     pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
-        Self {
-            binary,
-            bias,
-            call_sites: HashMap::default(),
-            exact_sites: HashMap::default(),
-            frames: HashMap::default(),
-            functions: HashMap::default(),
-        }
+        Self { binary, bias, call_sites: HashMap::default(), frames: HashMap::default(), functions: HashMap::default() }
     }
 }
 
@@ -40,12 +32,6 @@ impl Symbolizer for BinarySymbols {
             // (what Go's own tracebacks do for caller frames).
             .or_insert_with(|| binary.symbolize(return_pc.wrapping_sub(bias).wrapping_sub(1)).map(defer_statement_site))
             .clone()
-    }
-
-    fn site_at(&mut self, pc: u64) -> Option<Site> {
-        // Keyed apart from return addresses: the same value can be both.
-        let (binary, bias) = (&self.binary, self.bias);
-        self.exact_sites.entry(pc).or_insert_with(|| binary.symbolize(pc.wrapping_sub(bias)).map(Site::from)).clone()
     }
 
     fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {

@@ -31,17 +31,10 @@ pub trait Symbolizer {
     fn call_site(&mut self, return_pc: u64) -> Option<Site>;
     /// Name of the function at a runtime PC.
     fn function_at(&mut self, pc: u64) -> Option<String>;
-    /// Source line of a runtime PC itself (not a return address).
-    fn site_at(&mut self, pc: u64) -> Option<Site> {
-        self.call_site(pc.wrapping_add(1))
-    }
     /// Every logical frame (inlined calls first) of one physical frame of a
     /// stack: `pc` itself for the innermost frame, a return address for the
     /// others.
-    fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {
-        let site = if is_return_address { self.call_site(pc) } else { self.site_at(pc) };
-        site.into_iter().collect()
-    }
+    fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site>;
 }
 
 /// Whether a goroutine starting at `start_function` is one of the runtime's

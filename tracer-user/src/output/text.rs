@@ -9,7 +9,11 @@ use crate::aggregate::model::{Site, Snapshot};
 
 /// `function dir/file.go:line`, or `-` when unknown.
 fn site_text(site: Option<&Site>) -> String {
-    site.map_or_else(|| "-".to_owned(), |s| format!("{} {}:{}", s.function, short_file(&s.file), s.line))
+    site.map_or_else(|| "-".to_owned(), |s| position_text(&s.function, &s.file, s.line))
+}
+
+fn position_text(function: &str, file: &str, line: u32) -> String {
+    format!("{function} {}:{line}", short_file(file))
 }
 
 /// Renders a snapshot as text, fitting `rows` goroutine lines.
@@ -54,12 +58,10 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
     for site in snapshot.defer_sites.iter().take(10) {
         let _ = writeln!(
             s,
-            "{:>10} {:>10}  {} {}:{}",
+            "{:>10} {:>10}  {}",
             site.live,
             site.pushed,
-            site.function,
-            short_file(&site.file),
-            site.line
+            position_text(&site.function, &site.file, site.line)
         );
     }
     let _ = writeln!(s);
