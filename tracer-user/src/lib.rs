@@ -1,15 +1,19 @@
 //! deferscope: live defer-chain and goroutine tracing of running Go programs.
 //!
-//! Data flows one way: `gobin` (the target's executable) and `target` (its
-//! memory) feed `probes` (eBPF events) and the `aggregate` state, which the
-//! `output` sinks, the `tui` and the `exporters` render.
-pub mod aggregate;
+//! Data flows one way: `gobin` (the traced executable) and `goruntime` (what
+//! its runtime's structures mean) let `probes` (eBPF events) and `process`
+//! (goroutine scans of its memory) feed the `aggregate` state; the session
+//! publishes its snapshots on the `feed`, which `output` (JSON, text), the
+//! `tui` and the `exporters` render.
+pub(crate) mod aggregate;
 pub mod cli;
-pub mod exporters;
+pub(crate) mod exporters;
+pub(crate) mod feed;
 pub mod gobin;
-pub mod output;
-pub mod probes;
+pub mod goruntime;
+pub(crate) mod output;
+pub(crate) mod probes;
+pub(crate) mod process;
 pub mod session;
-pub mod symbols;
-pub mod target;
-pub mod tui;
+pub(crate) mod symbols;
+pub(crate) mod tui;

@@ -3,58 +3,42 @@
 //!
 //! Data flows one way: probes + memory → aggregator → a snapshot feed that
 //! the outputs (JSON lines, text, TUI, /metrics) read.
-use std::{
-    io::{self, IsTerminal as _},
-    sync::Arc,
-    time::Instant,
-};
+use std::{io, sync::Arc, time::Instant};
 
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{Notify, mpsc, watch},
+    sync::{Notify, mpsc},
     time::MissedTickBehavior,
 };
 
 use crate::{
-    aggregate::{
-        Aggregator, RenderOptions, TargetInfo,
-        model::{ProbeHits, Snapshot},
-    },
+    aggregate::{Aggregator, ProcessInfo, SnapshotInputs, model::ProbeHits},
     cli::Options,
-    gobin::{Arch, GoBinError, GoBinary},
-    output,
+    feed,
+    gobin::{GoBinError, GoBinary},
+    goruntime,
+    output::{NothingToShow, OutputMode},
     probes::{self, Probes},
+    process::{GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess},
     symbols::BinarySymbols,
-    target::{MemorySnapshot, MemoryWalker, ProcessMemory, TargetProcess},
 };
-
-/// Oldest and newest Go versions whose runtime deferscope knows.
-const MIN_MINOR: u32 = 19;
-const MAX_MINOR: u32 = 27;
-
-/// The latest snapshot, for outputs that run beside the session (TUI,
-/// /metrics). `None` until the first one. The sender is dropped when the
-/// session ends.
-pub type SnapshotFeed = watch::Receiver<Option<Arc<Snapshot>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error(transparent)]
-    Process(#[from] crate::target::process::ProcessError),
+    Process(#[from] crate::process::traced::ProcessError),
     #[error("process {pid} ({exe}) is not a Go program: {reason}")]
     NotGo { pid: u32, exe: String, reason: GoBinError },
     #[error("process {pid} ({exe}): {source}")]
     Binary { pid: u32, exe: String, source: GoBinError },
-    #[error(
-        "process {pid} runs {version}, which deferscope does not support (it supports Go 1.{MIN_MINOR} to 1.{MAX_MINOR})"
-    )]
+    #[error("process {pid} runs {version}, which deferscope does not support (it supports {})", goruntime::SUPPORTED)]
     UnsupportedVersion { pid: u32, version: String },
     #[error(transparent)]
     Probe(#[from] probes::ProbeError),
     #[error("cannot read the memory of process {pid}: {source}")]
-    Memory { pid: u32, source: crate::target::memory::MemoryError },
-    #[error("--no-tui without --json has nothing to show: add --metrics-addr HOST:PORT or --json")]
-    NothingToShow,
+    Memory { pid: u32, source: crate::process::memory::MemoryError },
+    #[error(transparent)]
+    NothingToShow(#[from] NothingToShow),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics { addr: std::net::SocketAddr, source: io::Error },
     #[error("{0}")]
@@ -63,175 +47,123 @@ pub enum SessionError {
 
 /// Everything known about the target before tracing starts.
 struct Prepared {
-    target: TargetProcess,
+    process: TracedProcess,
     binary: Arc<GoBinary>,
-    walker: Arc<MemoryWalker>,
+    scanner: Arc<GoroutineScanner>,
     bias: u64,
 }
 
 fn prepare(pid: u32) -> Result<Prepared, SessionError> {
-    let target = TargetProcess::open(pid)?;
-    let exe = target.exe_path.display().to_string();
-    let binary = match GoBinary::open(&target.exe_link) {
+    let process = TracedProcess::open(pid)?;
+    let exe = process.exe_path.display().to_string();
+    let binary = match GoBinary::open(&process.exe_link) {
         Ok(b) => b,
         Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => return Err(SessionError::NotGo { pid, exe, reason: e }),
         Err(GoBinError::UnsupportedVersion(version)) => return Err(SessionError::UnsupportedVersion { pid, version }),
         Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(crate::target::process::ProcessError::PermissionDenied { path: target.exe_link.clone() }.into());
+            return Err(
+                crate::process::traced::ProcessError::PermissionDenied { path: process.exe_link.clone() }.into()
+            );
         }
         Err(source) => return Err(SessionError::Binary { pid, exe, source }),
     };
-    let version = binary.version();
-    if version.major != 1 || !(MIN_MINOR..=MAX_MINOR).contains(&version.minor) {
-        return Err(SessionError::UnsupportedVersion { pid, version: version.raw.clone() });
+    if !goruntime::SUPPORTED.contains(binary.version()) {
+        return Err(SessionError::UnsupportedVersion { pid, version: binary.version().raw.clone() });
     }
-    let layout = binary.runtime_layout().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
+    let layout = goruntime::RuntimeLayout::of(&binary).map_err(|source| SessionError::Binary {
+        pid,
+        exe: exe.clone(),
+        source,
+    })?;
     let first_load = binary.file_offset_to_vaddr(0).unwrap_or(0);
-    let bias = target.load_bias(binary.is_pie(), first_load)?;
+    let bias = process.load_bias(binary.is_pie(), first_load)?;
     let allgs = binary.allgs_location().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
     let mem = ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?;
-    let walker =
-        MemoryWalker::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
-    Ok(Prepared { target, binary: Arc::new(binary), walker: Arc::new(walker), bias })
+    let scanner =
+        GoroutineScanner::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
+    Ok(Prepared { process, binary: Arc::new(binary), scanner: Arc::new(scanner), bias })
 }
 
 fn rfc3339_now() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// Where snapshots go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    /// `--json`: one object per line on stdout.
-    Json,
-    /// Plain text on stdout (not a terminal, or no TUI built in).
-    Text { is_tty: bool },
-    /// The interactive dashboard.
-    Tui,
-    /// `--no-tui` with `--metrics-addr`: nothing on stdout.
-    Headless,
-}
-
 /// Whether a session with these options shows the dashboard.
 pub fn uses_tui(options: &Options) -> bool {
-    matches!(choose_mode(options), Ok(Mode::Tui))
+    matches!(OutputMode::choose(options), Ok(OutputMode::Tui))
 }
 
-fn choose_mode(options: &Options) -> Result<Mode, SessionError> {
-    let is_tty = io::stdout().is_terminal();
-    Ok(if options.json {
-        Mode::Json
-    } else if options.no_tui {
-        if options.metrics_addr.is_none() {
-            return Err(SessionError::NothingToShow);
-        }
-        Mode::Headless
-    } else if is_tty && io::stdin().is_terminal() && crate::tui::AVAILABLE {
-        Mode::Tui
-    } else {
-        Mode::Text { is_tty }
-    })
-}
+/// Notifies the session when dropped: the TUI thread holds one, so the
+/// session ends however that thread ends, a panic included.
+struct StopOnDrop(Arc<Notify>);
 
-fn terminal_rows() -> usize {
-    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ fills the winsize we own.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_row > 0 { (ws.ws_row as usize).saturating_sub(20).max(5) } else { 30 }
-}
-
-fn print(mode: Mode, snapshot: &Snapshot, top: Option<usize>) -> io::Result<()> {
-    if matches!(mode, Mode::Tui | Mode::Headless) {
-        return Ok(());
-    }
-    // `--top` caps what is printed; the feed (TUI, /metrics) keeps every
-    // goroutine so counts by state and histograms stay whole.
-    let capped;
-    let snapshot = match top {
-        Some(n) if snapshot.goroutines.len() > n => {
-            capped = snapshot.with_top(n);
-            &capped
-        }
-        _ => snapshot,
-    };
-    let mut stdout = io::stdout().lock();
-    let result = match mode {
-        Mode::Json => output::json::write_line(&mut stdout, snapshot),
-        Mode::Text { is_tty } => output::text::show(&mut stdout, snapshot, is_tty, terminal_rows()),
-        Mode::Tui | Mode::Headless => Ok(()),
-    };
-    match result {
-        // A closed pipe (`deferscope --json | head`) is not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 
 /// Runs a session to completion. Returns when the duration elapses, a
 /// signal arrives, the user quits the TUI, or the target exits.
 pub async fn run(options: Options) -> Result<(), SessionError> {
-    let mode = choose_mode(&options)?;
+    let mode = OutputMode::choose(&options)?;
     let pid = options.pid;
-    let Prepared { target, binary, walker, bias } =
+    let Prepared { process, binary, scanner, bias } =
         tokio::task::spawn_blocking(move || prepare(pid)).await.map_err(|e| io::Error::other(e.to_string()))??;
 
     // Bind the metrics address before attaching: a busy port should fail
     // before the target is touched at all.
-    let (feed_tx, feed_rx) = watch::channel::<Option<Arc<Snapshot>>>(None);
+    let (publisher, feed) = feed::channel();
     let metrics = match options.metrics_addr {
         Some(addr) => Some(
-            crate::exporters::metrics::serve(addr, feed_rx.clone(), options.metrics_top_sites)
+            crate::exporters::metrics::serve(addr, feed.clone(), options.metrics_top_sites)
                 .await
                 .map_err(|source| SessionError::Metrics { addr, source })?,
         ),
         None => None,
     };
 
-    let mut probes = Probes::attach(&target, &binary, walker.layout())?;
+    let mut probes = Probes::attach(&process, &binary, scanner.layout())?;
     log::info!("attached to {:?}", probes.attached_functions());
     let mut events = probes.take_events()?;
 
-    let info = TargetInfo {
-        pid: target.pid,
-        exe: target.exe_name(),
+    let info = ProcessInfo {
+        pid: process.pid,
+        exe: process.exe_name(),
         go_version: binary.version().raw.clone(),
-        arch: match binary.arch() {
-            Arch::X86_64 => "x86_64".into(),
-            Arch::Aarch64 => "aarch64".into(),
-        },
+        arch: binary.arch().name().to_owned(),
         probes: probes.attached_functions(),
     };
-    let mut aggregator = Aggregator::new(&walker.layout().wait_reasons);
+    let mut aggregator = Aggregator::new(scanner.layout().wait_reasons.clone());
     let mut symbols = BinarySymbols::new(binary.clone(), bias);
 
     // Chains that existed before attach: read memory once the probes are in,
     // so nothing falls between the read and the first event.
     let first = {
-        let walker = walker.clone();
-        tokio::task::spawn_blocking(move || walker.snapshot())
+        let scanner = scanner.clone();
+        tokio::task::spawn_blocking(move || scanner.scan())
             .await
             .map_err(|e| io::Error::other(e.to_string()))?
-            .map_err(|source| SessionError::Memory { pid: target.pid, source })?
+            .map_err(|source| SessionError::Memory { pid: process.pid, source })?
     };
     drain(events.get_mut(), &mut aggregator);
-    aggregator.apply_memory(&first);
+    aggregator.apply_scan(&first);
 
     let stop = Arc::new(Notify::new());
-    let tui = (mode == Mode::Tui).then(|| {
-        let feed = feed_rx.clone();
-        let stop = stop.clone();
+    let tui = (mode == OutputMode::Tui).then(|| {
+        let feed = feed.clone();
+        let stop = StopOnDrop(stop.clone());
         let options = options.clone();
         std::thread::spawn(move || {
-            let result = crate::tui::run(feed, &options);
-            // However the TUI ended, the session ends with it.
-            stop.notify_one();
-            result
+            // However the TUI ends, a panic included, the session ends with it.
+            let _stop = stop;
+            crate::tui::run(feed, &options)
         })
     });
-    drop(feed_rx);
+    drop(feed);
 
-    let (mem_tx, mut mem_rx) = mpsc::channel::<MemorySnapshot>(1);
-    let mut resync_in_flight = false;
+    let (scan_tx, mut scan_rx) = mpsc::channel::<GoroutineScan>(1);
+    let mut scan_in_flight = false;
     let mut output_tick = tokio::time::interval(options.interval);
     output_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     output_tick.tick().await;
@@ -250,7 +182,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     tokio::pin!(sleep_until_deadline);
 
     let started = Instant::now();
-    let details = mode == Mode::Tui || options.stacks;
+    let details = mode == OutputMode::Tui || options.stacks;
     let mut target_exited = false;
     loop {
         tokio::select! {
@@ -259,32 +191,32 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 drain(guard.get_inner_mut(), &mut aggregator);
                 guard.clear_ready();
             }
-            Some(snapshot) = mem_rx.recv() => {
-                resync_in_flight = false;
+            Some(scan) = scan_rx.recv() => {
+                scan_in_flight = false;
                 drain(events.get_mut(), &mut aggregator);
-                aggregator.apply_memory(&snapshot);
+                aggregator.apply_scan(&scan);
             }
             _ = resync_tick.tick() => {
-                if !resync_in_flight {
-                    resync_in_flight = true;
-                    let walker = walker.clone();
-                    let tx = mem_tx.clone();
-                    tokio::task::spawn_blocking(move || match walker.snapshot() {
-                        Ok(s) => { let _ = tx.blocking_send(s); }
-                        Err(e) => log::debug!("memory resync failed: {e}"),
+                if !scan_in_flight {
+                    scan_in_flight = true;
+                    let scanner = scanner.clone();
+                    let tx = scan_tx.clone();
+                    tokio::task::spawn_blocking(move || match scanner.scan() {
+                        Ok(scan) => { let _ = tx.blocking_send(scan); }
+                        Err(e) => log::debug!("goroutine scan failed: {e}"),
                     });
                 }
             }
             _ = output_tick.tick() => {
-                if !target.is_alive() {
+                if !process.is_alive() {
                     target_exited = true;
                     break;
                 }
                 drain(events.get_mut(), &mut aggregator);
                 aggregator.set_events_lost(probes.counters().events_lost);
-                let snapshot = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
-                print(mode, &snapshot, options.top)?;
-                feed_tx.send_replace(Some(Arc::new(snapshot)));
+                let snapshot = aggregator.snapshot(&info, &mut symbols, &snapshot_inputs(&options, &probes, started, details));
+                mode.print(&snapshot, options.top)?;
+                publisher.publish(snapshot);
             }
             _ = &mut sleep_until_deadline => break,
             _ = sigint.recv() => break,
@@ -295,11 +227,11 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     // The last snapshot, with every event the ring still holds.
     drain(events.get_mut(), &mut aggregator);
     aggregator.set_events_lost(probes.counters().events_lost);
-    let mut last = aggregator.snapshot(&info, &mut symbols, &render_options(&options, &probes, started, details));
-    last.target_exited = target_exited || !target.is_alive();
-    print(mode, &last, options.top)?;
+    let mut last = aggregator.snapshot(&info, &mut symbols, &snapshot_inputs(&options, &probes, started, details));
+    last.target_exited = target_exited || !process.is_alive();
+    mode.print(&last, options.top)?;
     let keep_screen = last.target_exited;
-    feed_tx.send_replace(Some(Arc::new(last)));
+    publisher.publish(last);
     // Detach before waiting on the user: the target owes us nothing now.
     drop(events);
     drop(probes);
@@ -307,7 +239,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         if !keep_screen {
             // Closing the feed tells the TUI to leave; when the target
             // exited it stays up, showing the last data, until `q`.
-            drop(feed_tx);
+            drop(publisher);
         }
         let result =
             tokio::task::spawn_blocking(move || tui.join()).await.map_err(|e| io::Error::other(e.to_string()))?;
@@ -322,18 +254,18 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     Ok(())
 }
 
-fn render_options(options: &Options, probes: &Probes, started: Instant, details: bool) -> RenderOptions {
+fn snapshot_inputs(options: &Options, probes: &Probes, started: Instant, details: bool) -> SnapshotInputs {
     let counters = probes.counters();
     let probe_hits = probes
         .attached()
         .iter()
         .map(|(function, probe)| ProbeHits { function: function.clone(), hits: counters.hits[*probe as usize] })
         .collect();
-    RenderOptions {
+    SnapshotInputs {
         time: rfc3339_now(),
         top: None,
         details,
-        now_ns: crate::target::monotonic_ns(),
+        now_ns: crate::process::monotonic_ns(),
         leak_after_ns: u64::try_from(options.leak_after.as_nanos()).unwrap_or(u64::MAX),
         trace_uptime_s: started.elapsed().as_secs_f64(),
         probe_hits,

@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::{
     aggregate::{Symbolizer, model::Site},
     gobin::{GoBinary, SourceLine},
+    goruntime::defers,
 };
 
 pub struct BinarySymbols {
@@ -52,14 +53,10 @@ impl Symbolizer for BinarySymbols {
     }
 }
 
-/// A site as users know it: the compiler's wrapper closure for a `defer`
-/// statement with arguments (`main.work.deferwrap1`) stands for the function
-/// holding the statement (`main.work`), and sits at the statement's line.
+/// A `defer` statement's site: the compiler's wrapper closure
+/// (`main.work.deferwrap1`) stands for the function holding the statement.
 fn defer_statement_site(line: SourceLine) -> Site {
-    match line.function.find(".deferwrap") {
-        Some(at) => Site::new(&line.function[..at], &line.file, line.line),
-        None => Site::from(line),
-    }
+    Site::new(defers::defer_statement_function(&line.function), &line.file, line.line)
 }
 
 #[cfg(test)]

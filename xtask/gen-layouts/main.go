@@ -6,7 +6,7 @@
 // runtime.waitReason* constants from DWARF, and maps each constant to the
 // string Go prints by parsing that toolchain's
 // GOROOT/src/runtime/runtime2.go (the waitReasonStrings table). It prints
-// JSON in the shape tracer-user/src/gobin/layout.rs deserializes.
+// JSON in the shape tracer-user/src/goruntime/layout.rs deserializes.
 //
 // Usage: gen-layouts MINOR:FULL:ARCH:BINARY:GOROOT ...
 package main
@@ -32,7 +32,8 @@ type waitReason struct {
 	String string `json:"string"`
 }
 
-// layout mirrors gobin::RuntimeLayout (field names must match layout.rs).
+// layout mirrors goruntime::RuntimeLayout, which deserialises these records
+// directly (field names must match tracer-user/src/goruntime/layout.rs).
 type layout struct {
 	Go            string       `json:"go"`
 	Minor         int          `json:"minor"`
@@ -66,7 +67,9 @@ type layout struct {
 	DeferOpen     *uint64      `json:"defer_open_defer"`
 	DeferRange    *uint64      `json:"defer_rangefunc"`
 	DeferHead     *uint64      `json:"defer_head"`
-	WaitReasons   []waitReason `json:"wait_reasons"`
+	// The _G* goroutine status constants of runtime2.go, by name.
+	GStatuses   map[string]int64 `json:"g_statuses"`
+	WaitReasons []waitReason     `json:"wait_reasons"`
 }
 
 type structInfo struct {
@@ -147,6 +150,7 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true}
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
+	statuses := map[string]int64{}
 	r := d.Reader()
 	for {
 		e, err := r.Next()
@@ -159,11 +163,15 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		name, _ := e.Val(dwarf.AttrName).(string)
 		switch e.Tag {
 		case dwarf.TagConstant:
+			v, ok := e.Val(dwarf.AttrConstValue).(int64)
+			if !ok {
+				break
+			}
+			short := strings.TrimPrefix(name, "runtime.")
 			if strings.HasPrefix(name, "runtime.waitReason") {
-				switch v := e.Val(dwarf.AttrConstValue).(type) {
-				case int64:
-					consts[strings.TrimPrefix(name, "runtime.")] = v
-				}
+				consts[short] = v
+			} else if isStatusConst(short) {
+				statuses[short] = v
 			}
 		case dwarf.TagStructType:
 			if !want[name] || structs[name].members != nil {
@@ -252,6 +260,12 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)
 	}
+	for _, want := range []string{"_Gidle", "_Grunnable", "_Grunning", "_Gsyscall", "_Gwaiting", "_Gdead", "_Gscan"} {
+		if _, ok := statuses[want]; !ok {
+			return layout{}, fmt.Errorf("DWARF lacks the status constant runtime.%s", want)
+		}
+	}
+	l.GStatuses = statuses
 	strs, order, err := waitReasonStrings(filepath.Join(goroot, "src", "runtime", "runtime2.go"))
 	if err != nil {
 		return layout{}, err
@@ -276,6 +290,22 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		return layout{}, fmt.Errorf("no waitReasonStrings in %s", goroot)
 	}
 	return l, nil
+}
+
+// isStatusConst is the rule goruntime::layout::StatusCodes applies: `_G`
+// followed by lower case (_Grunning, _Gscanwaiting), not _GCoff nor
+// _GoidCacheBatch.
+func isStatusConst(name string) bool {
+	rest, ok := strings.CutPrefix(name, "_G")
+	if !ok || rest == "" {
+		return false
+	}
+	for _, c := range rest {
+		if !(c >= 'a' && c <= 'z' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // waitReasonStrings parses runtime2.go: the `waitReason` const block (iota

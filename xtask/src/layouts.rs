@@ -1,12 +1,12 @@
 //! `cargo xtask gen-layouts`: regenerates deferscope's built-in runtime
-//! layout table, `tracer-user/src/gobin/layouts.json`.
+//! layout table, `tracer-user/src/goruntime/layouts.json`.
 //!
 //! For every toolchain and for GOARCH amd64 and arm64 it builds the tiny
 //! program in `xtask/gen-layouts/probe/`, then runs the generator
 //! (`xtask/gen-layouts/main.go`, with the newest toolchain) which reads the
 //! runtime structs and waitReason constants from each probe's DWARF and the
 //! waitReason strings from that toolchain's `GOROOT/src/runtime/runtime2.go`.
-//! The output is committed; gobin embeds it with `include_str!`.
+//! The output is committed; `goruntime::layout` embeds it with `include_str!`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use crate::toolchains::GoToolchain;
 
 pub const GEN_DIR: &str = "xtask/gen-layouts";
-pub const OUTPUT: &str = "tracer-user/src/gobin/layouts.json";
+pub const OUTPUT: &str = "tracer-user/src/goruntime/layouts.json";
 const ARCHES: [&str; 2] = ["amd64", "arm64"];
 
 fn go_cmd(tc: &GoToolchain, workspace_root: &Path) -> Command {

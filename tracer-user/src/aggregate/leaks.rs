@@ -1,10 +1,10 @@
 //! Deciding which blocked goroutines are leaked, from outside the process.
 //!
 //! A goroutine is leaked when it has stayed blocked on a concurrency
-//! primitive (channel, select, lock, cond, WaitGroup, semaphore) without
-//! running for at least `--leak-after`. The runtime's own goroutines and the
-//! main goroutine (parked for good by design in servers: `select {}`) never
-//! are.
+//! primitive (channel, select, lock, cond, WaitGroup, semaphore: see
+//! `goruntime::wait`) without running for at least `--leak-after`. The
+//! runtime's own goroutines and the main goroutine (parked for good by design
+//! in servers: `select {}`) never are (`goruntime::goroutines`).
 //!
 //! "Without running" needs a sound signal: a healthy consumer that wakes every
 //! 100 ms and parks again at the same line looks identical in a snapshot (same
@@ -22,27 +22,6 @@
 //! `g.waitsince` alone is not enough (it stays 0 until a GC runs). A
 //! goroutine's block starts at the first read that shows it blocked with a
 //! given signature; any change of the signature restarts it.
-
-/// Wait reasons (as Go prints them) that mean "blocked on a concurrency
-/// primitive". Sleeping, IO wait, syscalls, GC and timers are never leaks.
-pub const LEAK_WAIT_REASONS: &[&str] = &[
-    "chan send",
-    "chan receive",
-    "chan send (nil chan)",
-    "chan receive (nil chan)",
-    "select",
-    "select (no cases)",
-    "sync.Mutex.Lock",
-    "sync.RWMutex.RLock",
-    "sync.RWMutex.Lock",
-    "sync.Cond.Wait",
-    "sync.WaitGroup.Wait",
-    "semacquire",
-];
-
-pub fn is_leak_wait_reason(reason: &str) -> bool {
-    LEAK_WAIT_REASONS.contains(&reason)
-}
 
 /// What must stay the same for a goroutine to count as not having run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,15 +53,6 @@ pub fn next_block(previous: Option<Block>, signature: BlockSignature, read_start
     Block { signature, since_ns }
 }
 
-/// Packages whose frames are the machinery of blocking, not the place a user
-/// would fix: the blocking site is the innermost frame outside them.
-pub fn is_blocking_machinery(function: &str) -> bool {
-    function.starts_with("runtime.")
-        || function.starts_with("sync.")
-        || function.starts_with("internal/")
-        || function.starts_with("sync/atomic.")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,18 +81,5 @@ mod tests {
     fn waitsince_dates_blocks_from_before_attach() {
         let b = next_block(None, sig(1), 5_000, 1_000);
         assert_eq!(b.since_ns, 1_000);
-    }
-
-    #[test]
-    fn leak_reasons_and_machinery() {
-        assert!(is_leak_wait_reason("chan send"));
-        assert!(is_leak_wait_reason("sync.Mutex.Lock"));
-        assert!(!is_leak_wait_reason("sleep"));
-        assert!(!is_leak_wait_reason("IO wait"));
-        assert!(is_blocking_machinery("runtime.gopark"));
-        assert!(is_blocking_machinery("sync.(*Mutex).Lock"));
-        assert!(is_blocking_machinery("internal/sync.(*Mutex).lockSlow"));
-        assert!(!is_blocking_machinery("main.worker"));
-        assert!(!is_blocking_machinery("syncer.run"));
     }
 }

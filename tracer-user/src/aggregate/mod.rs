@@ -22,7 +22,15 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use tracer_common::{Event, EventKind};
 
-use crate::target::{GoroutineStatus, MemorySnapshot};
+use crate::{
+    goruntime::{
+        GoroutineStatus,
+        goroutines::{MAIN_GOID, is_blocking_machinery, is_system_start},
+        layout::WaitReasons,
+        wait::is_concurrency_primitive,
+    },
+    process::GoroutineScan,
+};
 use model::{DeferSiteView, GoroutineView, Site, Snapshot, Totals};
 
 /// What the aggregator needs to know about the target's code.
@@ -35,15 +43,6 @@ pub trait Symbolizer {
     /// stack: `pc` itself for the innermost frame, a return address for the
     /// others.
     fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site>;
-}
-
-/// Whether a goroutine starting at `start_function` is one of the runtime's
-/// own, with the rule of `runtime.isSystemGoroutine` (what
-/// `runtime.NumGoroutine` leaves out): started in package runtime, except
-/// `runtime.main` and the goroutines that run user code.
-pub fn is_system_start(start_function: &str) -> bool {
-    start_function.starts_with("runtime.")
-        && !matches!(start_function, "runtime.main" | "runtime.handleAsyncEvent" | "runtime.corostart")
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +79,7 @@ struct SiteStats {
 
 /// Static facts about the target, copied into every snapshot.
 #[derive(Clone, Debug, Default)]
-pub struct TargetInfo {
+pub struct ProcessInfo {
     pub pid: u32,
     pub exe: String,
     pub go_version: String,
@@ -90,7 +89,7 @@ pub struct TargetInfo {
 
 /// What a snapshot is rendered with, besides the aggregated state.
 #[derive(Clone, Debug, Default)]
-pub struct RenderOptions {
+pub struct SnapshotInputs {
     /// RFC 3339 time of the snapshot.
     pub time: String,
     /// Cap on the goroutine list.
@@ -113,14 +112,14 @@ pub struct Aggregator {
     /// snapshot read before the exit does not bring them back.
     exited: HashMap<u64, u64>,
     totals: Totals,
-    wait_reasons: HashMap<u8, String>,
+    wait_reasons: WaitReasons,
     /// How long the last applied memory read took.
     memory_read_s: f64,
 }
 
 impl Aggregator {
-    pub fn new(wait_reasons: &[(u8, String)]) -> Self {
-        Self { wait_reasons: wait_reasons.iter().cloned().collect(), ..Self::default() }
+    pub fn new(wait_reasons: WaitReasons) -> Self {
+        Self { wait_reasons, ..Self::default() }
     }
 
     fn add_live(&mut self, pc: u64) {
@@ -210,10 +209,10 @@ impl Aggregator {
         self.goroutines.entry(goid).or_insert_with(|| GoroutineState { first_seen_ns: t, ..Default::default() })
     }
 
-    pub fn apply_memory(&mut self, snapshot: &MemorySnapshot) {
-        self.memory_read_s = snapshot.t_end_ns.saturating_sub(snapshot.t_start_ns) as f64 / 1e9;
-        let mut seen = HashSet::with_capacity_and_hasher(snapshot.goroutines.len(), Default::default());
-        for gm in &snapshot.goroutines {
+    pub fn apply_scan(&mut self, scan: &GoroutineScan) {
+        self.memory_read_s = scan.t_end_ns.saturating_sub(scan.t_start_ns) as f64 / 1e9;
+        let mut seen = HashSet::with_capacity_and_hasher(scan.goroutines.len(), Default::default());
+        for gm in &scan.goroutines {
             if self.exited.contains_key(&gm.goid) {
                 continue;
             }
@@ -222,9 +221,9 @@ impl Aggregator {
             let g = self
                 .goroutines
                 .entry(gm.goid)
-                .or_insert_with(|| GoroutineState { first_seen_ns: snapshot.t_start_ns, ..Default::default() });
+                .or_insert_with(|| GoroutineState { first_seen_ns: scan.t_start_ns, ..Default::default() });
             g.status = Some(gm.status);
-            g.block = matches!(gm.status, GoroutineStatus::Waiting | GoroutineStatus::Leaked).then(|| {
+            g.block = gm.status.is_parked().then(|| {
                 let signature = leaks::BlockSignature {
                     wait_reason: gm.wait_reason,
                     sched_pc: gm.sched_pc,
@@ -234,7 +233,7 @@ impl Aggregator {
                     sched_sp: if gm.tracking_seq.is_some() { 0 } else { gm.sched_sp },
                     tracking_seq: gm.tracking_seq,
                 };
-                leaks::next_block(g.block, signature, snapshot.t_start_ns, gm.waitsince)
+                leaks::next_block(g.block, signature, scan.t_start_ns, gm.waitsince)
             });
             g.stack.clone_from(&gm.stack_pcs);
             g.wait_reason = gm.wait_reason;
@@ -242,7 +241,7 @@ impl Aggregator {
             g.startpc = gm.startpc;
             g.parent_goid = gm.parent_goid.filter(|&p| p != 0);
             // (ktime 0 never occurs: it marks "no event yet".)
-            let raced = g.last_event_ns != 0 && g.last_event_ns >= snapshot.t_start_ns;
+            let raced = g.last_event_ns != 0 && g.last_event_ns >= scan.t_start_ns;
             let take_chain = !raced && (gm.consistent || !g.has_baseline || new);
             if !take_chain {
                 continue;
@@ -250,7 +249,7 @@ impl Aggregator {
             let old = std::mem::take(&mut g.sites);
             g.sites = gm.defer_sites.iter().rev().copied().collect();
             g.max_depth = g.max_depth.max(g.sites.len() as u64);
-            g.ignore_before_ns = snapshot.t_start_ns;
+            g.ignore_before_ns = scan.t_start_ns;
             g.has_baseline = true;
             g.depth_exact = gm.consistent;
             let new_sites = g.sites.clone();
@@ -268,7 +267,7 @@ impl Aggregator {
             .goroutines
             .iter()
             .filter(|(goid, g)| {
-                !seen.contains(goid) && g.first_seen_ns < snapshot.t_start_ns && g.last_event_ns < snapshot.t_start_ns
+                !seen.contains(goid) && g.first_seen_ns < scan.t_start_ns && g.last_event_ns < scan.t_start_ns
             })
             .map(|(goid, _)| *goid)
             .collect();
@@ -280,19 +279,15 @@ impl Aggregator {
             }
         }
         // Exits older than this read can no longer be contradicted by it.
-        self.exited.retain(|_, t| *t >= snapshot.t_start_ns);
+        self.exited.retain(|_, t| *t >= scan.t_start_ns);
     }
 
     pub fn set_events_lost(&mut self, lost: u64) {
         self.totals.events_lost = lost;
     }
 
-    pub fn totals(&self) -> &Totals {
-        &self.totals
-    }
-
     /// Renders the current state.
-    pub fn snapshot(&mut self, info: &TargetInfo, sym: &mut dyn Symbolizer, render: &RenderOptions) -> Snapshot {
+    pub fn snapshot(&mut self, info: &ProcessInfo, sym: &mut dyn Symbolizer, inputs: &SnapshotInputs) -> Snapshot {
         let mut system_cache: HashMap<u64, bool> = HashMap::default();
         let mut live = 0;
         let wait_reasons = &self.wait_reasons;
@@ -312,19 +307,16 @@ impl Aggregator {
                 live += 1;
             }
             let status = g.status.unwrap_or(GoroutineStatus::Runnable);
-            let waiting = matches!(status, GoroutineStatus::Waiting | GoroutineStatus::Leaked);
-            let wait_reason = waiting.then(|| wait_reasons.get(&g.wait_reason).cloned()).flatten();
-            let blocked_for_ns = g.block.map(|b| render.now_ns.saturating_sub(b.since_ns));
+            let waiting = status.is_parked();
+            let wait_reason = waiting.then(|| wait_reasons.string(g.wait_reason).map(str::to_owned)).flatten();
+            let blocked_for_ns = g.block.map(|b| inputs.now_ns.saturating_sub(b.since_ns));
             let blocked_at = if waiting { blocking_site(&g.stack, sym) } else { None };
-            // The main goroutine parked for good (`select {}`, waiting for a
-            // signal) is how servers stay up, not a leak.
             let leaked = !system
-                && *goid != 1
-                && wait_reason.as_deref().is_some_and(leaks::is_leak_wait_reason)
-                && blocked_for_ns.is_some_and(|ns| ns >= render.leak_after_ns);
-            // The main goroutine was "created" by the runtime's bootstrap;
-            // Go's own tracebacks print no creator for it either.
-            let created_by = (g.gopc != 0 && *goid != 1).then(|| sym.call_site(g.gopc)).flatten();
+                && *goid != MAIN_GOID
+                && wait_reason.as_deref().is_some_and(is_concurrency_primitive)
+                && blocked_for_ns.is_some_and(|ns| ns >= inputs.leak_after_ns);
+            // Go's own tracebacks print no creator for the main goroutine either.
+            let created_by = (g.gopc != 0 && *goid != MAIN_GOID).then(|| sym.call_site(g.gopc)).flatten();
             if leaked {
                 let blocked_s = blocked_for_ns.unwrap_or(0) as f64 / 1e9;
                 let reason = wait_reason.clone().unwrap_or_default();
@@ -361,13 +353,13 @@ impl Aggregator {
 
         // Deepest first, then by goid (unique keys: an unstable sort is exact).
         derived.sort_unstable_by(|a, b| b.1.depth.cmp(&a.1.depth).then(a.0.cmp(&b.0)));
-        let limit = render.top.unwrap_or(usize::MAX);
+        let limit = inputs.top.unwrap_or(usize::MAX);
         let mut goroutines = Vec::with_capacity(derived.len().min(limit));
         for (goid, d) in derived.into_iter().take(limit) {
             let Some(g) = self.goroutines.get(&goid) else { continue };
             goroutines.push(GoroutineView {
                 goid,
-                state: d.status.as_str().to_owned(),
+                state: d.status,
                 wait_reason: d.wait_reason,
                 defer_depth: g.sites.len() as u64,
                 max_defer_depth: g.max_depth,
@@ -380,8 +372,8 @@ impl Aggregator {
                 blocked_for_s: d.blocked_for_ns.map(|ns| ns as f64 / 1e9),
                 blocked_at: d.blocked_at,
                 leaked: d.leaked,
-                stack: render.details.then(|| symbolize_stack(&g.stack, sym)),
-                defer_chain: render.details.then(|| defer_chain(&g.sites, sym)),
+                stack: inputs.details.then(|| symbolize_stack(&g.stack, sym)),
+                defer_chain: inputs.details.then(|| defer_chain(&g.sites, sym)),
             });
         }
         let mut sites: Vec<(u64, SiteStats)> = self.sites.iter().map(|(pc, s)| (*pc, *s)).collect();
@@ -401,19 +393,13 @@ impl Aggregator {
                 Entry::Vacant(e) => {
                     let site = e.key().clone();
                     e.insert(merged.len());
-                    merged.push(DeferSiteView {
-                        function: site.function,
-                        file: site.file,
-                        line: site.line,
-                        pushed: stats.pushed,
-                        live: stats.live,
-                    });
+                    merged.push(DeferSiteView { site, pushed: stats.pushed, live: stats.live });
                 }
             }
         }
         merged.sort_by(|a, b| b.live.cmp(&a.live).then(b.pushed.cmp(&a.pushed)));
         Snapshot {
-            time: render.time.clone(),
+            time: inputs.time.clone(),
             pid: info.pid,
             exe: info.exe.clone(),
             go_version: info.go_version.clone(),
@@ -423,9 +409,9 @@ impl Aggregator {
             goroutines,
             defer_sites: merged,
             leaks: leak_groups,
-            leak_after_s: render.leak_after_ns as f64 / 1e9,
-            probe_hits: render.probe_hits.clone(),
-            trace_uptime_s: render.trace_uptime_s,
+            leak_after_s: inputs.leak_after_ns as f64 / 1e9,
+            probe_hits: inputs.probe_hits.clone(),
+            trace_uptime_s: inputs.trace_uptime_s,
             memory_read_s: self.memory_read_s,
             target_exited: false,
         }
@@ -453,7 +439,7 @@ fn blocking_site(stack: &[u64], sym: &mut dyn Symbolizer) -> Option<Site> {
         .iter()
         .enumerate()
         .flat_map(|(i, &pc)| sym.frames(pc, i > 0))
-        .find(|site| !leaks::is_blocking_machinery(&site.function))
+        .find(|site| !is_blocking_machinery(&site.function))
 }
 
 fn symbolize_stack(stack: &[u64], sym: &mut dyn Symbolizer) -> Vec<Site> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::gobin::SourceLine;
+use crate::{gobin::SourceLine, goruntime::GoroutineStatus};
 
 /// A source position as shown to users. Shared strings: the same site shows
 /// up in many goroutines, stacks and snapshots, and clones must be cheap.
@@ -62,7 +62,7 @@ pub struct Totals {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GoroutineView {
     pub goid: u64,
-    pub state: String,
+    pub state: GoroutineStatus,
     /// Only for waiting goroutines, as Go prints it (`chan receive`).
     pub wait_reason: Option<String>,
     pub defer_depth: u64,
@@ -124,9 +124,9 @@ pub struct ProbeHits {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeferSiteView {
-    pub function: Arc<str>,
-    pub file: Arc<str>,
-    pub line: u32,
+    /// The `defer` statement (`function`, `file`, `line` in the JSON).
+    #[serde(flatten)]
+    pub site: Site,
     /// Pushes seen while traced.
     pub pushed: u64,
     /// Records from this site on some goroutine's chain now.

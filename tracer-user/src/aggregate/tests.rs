@@ -1,5 +1,5 @@
 use super::*;
-use crate::target::GoroutineMemory;
+use crate::{goruntime::layout::WaitReasons, process::scan::ScannedGoroutine};
 
 struct FakeSymbols;
 
@@ -26,10 +26,9 @@ fn ev(kind: EventKind, t: u64, goid: u64, pc: u64) -> Event {
     Event { kind: kind as u32, probe: 0, ktime_ns: t, goid, pc, arg: 0, aux: 0, tid: 0, _pad: 0 }
 }
 
-fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> GoroutineMemory {
-    GoroutineMemory {
+fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> ScannedGoroutine {
+    ScannedGoroutine {
         goid,
-        g_addr: 0x1000 * goid,
         status: GoroutineStatus::Waiting,
         wait_reason: 14,
         waitsince: 0,
@@ -38,20 +37,15 @@ fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> GoroutineMe
         parent_goid: Some(1),
         sched_sp: 0,
         sched_pc: 0,
-        sched_bp: 0,
-        sched_lr: 0,
-        stack_lo: 0,
-        stack_hi: 0,
         defer_sites: sites_newest_first.to_vec(),
         consistent,
-        chain_truncated: false,
         tracking_seq: Some(1),
         stack_pcs: vec![0x500, 0x9000],
     }
 }
 
-fn snap(t_start: u64, t_end: u64, gs: Vec<GoroutineMemory>) -> MemorySnapshot {
-    MemorySnapshot { t_start_ns: t_start, t_end_ns: t_end, goroutines: gs }
+fn snap(t_start: u64, t_end: u64, gs: Vec<ScannedGoroutine>) -> GoroutineScan {
+    GoroutineScan { t_start_ns: t_start, t_end_ns: t_end, goroutines: gs }
 }
 
 fn render(agg: &mut Aggregator) -> Snapshot {
@@ -59,8 +53,8 @@ fn render(agg: &mut Aggregator) -> Snapshot {
 }
 
 fn render_at(agg: &mut Aggregator, now_ns: u64, leak_after_ns: u64) -> Snapshot {
-    let options = RenderOptions { details: true, now_ns, leak_after_ns, ..Default::default() };
-    agg.snapshot(&TargetInfo::default(), &mut FakeSymbols, &options)
+    let options = SnapshotInputs { details: true, now_ns, leak_after_ns, ..Default::default() };
+    agg.snapshot(&ProcessInfo::default(), &mut FakeSymbols, &options)
 }
 
 fn depth_of(s: &Snapshot, goid: u64) -> Option<u64> {
@@ -69,8 +63,8 @@ fn depth_of(s: &Snapshot, goid: u64) -> Option<u64> {
 
 #[test]
 fn pushes_and_pops_track_depth_and_top_site() {
-    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
-    agg.apply_memory(&snap(0, 1, vec![mem_g(5, &[], true)]));
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
+    agg.apply_scan(&snap(0, 1, vec![mem_g(5, &[], true)]));
     for i in 0..10 {
         agg.apply_event(&ev(EventKind::DeferPush, 10 + i, 5, 100 + i));
     }
@@ -90,9 +84,9 @@ fn pushes_and_pops_track_depth_and_top_site() {
 
 #[test]
 fn memory_baseline_then_events_without_double_counting() {
-    let mut agg = Aggregator::new(&[]);
+    let mut agg = Aggregator::new(WaitReasons::default());
     // A push stamped before the read is already in memory's chain.
-    agg.apply_memory(&snap(100, 200, vec![mem_g(9, &[3, 2, 1], true)]));
+    agg.apply_scan(&snap(100, 200, vec![mem_g(9, &[3, 2, 1], true)]));
     agg.apply_event(&ev(EventKind::DeferPush, 90, 9, 3));
     assert_eq!(depth_of(&render(&mut agg), 9), Some(3));
     // One stamped after is not.
@@ -107,29 +101,29 @@ fn memory_baseline_then_events_without_double_counting() {
 
 #[test]
 fn racing_read_does_not_override_events() {
-    let mut agg = Aggregator::new(&[]);
-    agg.apply_memory(&snap(0, 1, vec![mem_g(3, &[], true)]));
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 1, vec![mem_g(3, &[], true)]));
     agg.apply_event(&ev(EventKind::DeferPush, 150, 3, 1));
     // Read started at 100, before that push was applied: keep the events.
-    agg.apply_memory(&snap(100, 200, vec![mem_g(3, &[], true)]));
+    agg.apply_scan(&snap(100, 200, vec![mem_g(3, &[], true)]));
     assert_eq!(depth_of(&render(&mut agg), 3), Some(1));
     // An inconsistent read never overrides a known chain.
-    agg.apply_memory(&snap(300, 400, vec![mem_g(3, &[1, 1, 1], false)]));
+    agg.apply_scan(&snap(300, 400, vec![mem_g(3, &[1, 1, 1], false)]));
     assert_eq!(depth_of(&render(&mut agg), 3), Some(1));
     // A consistent later read does.
-    agg.apply_memory(&snap(500, 600, vec![mem_g(3, &[1, 1], true)]));
+    agg.apply_scan(&snap(500, 600, vec![mem_g(3, &[1, 1], true)]));
     assert_eq!(depth_of(&render(&mut agg), 3), Some(2));
 }
 
 #[test]
 fn exit_removes_goroutine_and_stale_memory_cannot_revive_it() {
-    let mut agg = Aggregator::new(&[]);
-    agg.apply_memory(&snap(0, 10, vec![mem_g(4, &[1, 2], true), mem_g(6, &[], true)]));
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 10, vec![mem_g(4, &[1, 2], true), mem_g(6, &[], true)]));
     agg.apply_event(&ev(EventKind::DeferPop, 20, 4, 0));
     agg.apply_event(&ev(EventKind::DeferPop, 21, 4, 0));
     agg.apply_event(&ev(EventKind::GoroutineExit, 22, 4, 0));
     // A snapshot read before the exit still shows it.
-    agg.apply_memory(&snap(15, 25, vec![mem_g(4, &[1, 2], true), mem_g(6, &[], true)]));
+    agg.apply_scan(&snap(15, 25, vec![mem_g(4, &[1, 2], true), mem_g(6, &[], true)]));
     let s = render(&mut agg);
     assert_eq!(depth_of(&s, 4), None);
     assert_eq!(s.totals.goroutines_exited, 1);
@@ -139,13 +133,13 @@ fn exit_removes_goroutine_and_stale_memory_cannot_revive_it() {
 
 #[test]
 fn goroutines_missing_from_memory_are_dropped_unless_new() {
-    let mut agg = Aggregator::new(&[]);
-    agg.apply_memory(&snap(0, 10, vec![mem_g(1, &[5], true), mem_g(2, &[], true)]));
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 10, vec![mem_g(1, &[5], true), mem_g(2, &[], true)]));
     let mut create = ev(EventKind::GoroutineCreate, 50, 3, 0x77);
     create.aux = 0x42;
     agg.apply_event(&create);
     // Read started before goroutine 3 existed: it must stay; 2 has gone.
-    agg.apply_memory(&snap(40, 60, vec![mem_g(1, &[5], true)]));
+    agg.apply_scan(&snap(40, 60, vec![mem_g(1, &[5], true)]));
     let s = render(&mut agg);
     let mut goids: Vec<u64> = s.goroutines.iter().map(|g| g.goid).collect();
     goids.sort();
@@ -156,7 +150,7 @@ fn goroutines_missing_from_memory_are_dropped_unless_new() {
 
 #[test]
 fn unmatched_pop_is_counted_and_marks_inexact() {
-    let mut agg = Aggregator::new(&[]);
+    let mut agg = Aggregator::new(WaitReasons::default());
     agg.apply_event(&ev(EventKind::DeferPop, 5, 8, 0));
     let s = render(&mut agg);
     assert_eq!(s.totals.unmatched_pops, 1);
@@ -166,37 +160,34 @@ fn unmatched_pop_is_counted_and_marks_inexact() {
 
 #[test]
 fn system_goroutines_are_not_live() {
-    let mut agg = Aggregator::new(&[]);
+    let mut agg = Aggregator::new(WaitReasons::default());
     let mut sys = mem_g(2, &[], true);
     sys.startpc = 0xdead;
-    agg.apply_memory(&snap(0, 1, vec![mem_g(1, &[], true), sys]));
+    agg.apply_scan(&snap(0, 1, vec![mem_g(1, &[], true), sys]));
     let s = render(&mut agg);
     assert_eq!(s.totals.goroutines_live, 1);
     assert_eq!(s.totals.goroutines_total, 2);
     assert!(s.goroutines.iter().any(|g| g.goid == 2 && g.system));
-    assert!(is_system_start("runtime.gcBgMarkWorker"));
-    assert!(!is_system_start("runtime.main"));
-    assert!(!is_system_start("main.main"));
 }
 
 #[test]
 fn sites_with_the_same_line_merge_and_sort_by_live() {
-    let mut agg = Aggregator::new(&[]);
-    agg.apply_memory(&snap(0, 1, vec![mem_g(1, &[], true)]));
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 1, vec![mem_g(1, &[], true)]));
     agg.apply_event(&ev(EventKind::DeferPush, 10, 1, 9));
     agg.apply_event(&ev(EventKind::DeferPush, 11, 1, 9));
     agg.apply_event(&ev(EventKind::DeferPush, 12, 1, 4));
     agg.apply_event(&ev(EventKind::DeferPop, 13, 1, 0));
     let s = render(&mut agg);
     assert_eq!(s.defer_sites.len(), 2);
-    assert_eq!((s.defer_sites[0].line, s.defer_sites[0].pushed, s.defer_sites[0].live), (9, 2, 2));
-    assert_eq!((s.defer_sites[1].line, s.defer_sites[1].pushed, s.defer_sites[1].live), (4, 1, 0));
+    assert_eq!((s.defer_sites[0].site.line, s.defer_sites[0].pushed, s.defer_sites[0].live), (9, 2, 2));
+    assert_eq!((s.defer_sites[1].site.line, s.defer_sites[1].pushed, s.defer_sites[1].live), (4, 1, 0));
 }
 
 #[test]
 fn defer_chain_groups_runs_newest_first() {
-    let mut agg = Aggregator::new(&[]);
-    agg.apply_memory(&snap(0, 1, vec![mem_g(1, &[7, 7, 5, 7], true)]));
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 1, vec![mem_g(1, &[7, 7, 5, 7], true)]));
     let s = render(&mut agg);
     let chain = s.goroutines[0].defer_chain.as_ref().expect("details");
     let runs: Vec<(u32, u64)> = chain.iter().map(|e| (e.site.as_ref().map_or(0, |s| s.line), e.count)).collect();
@@ -205,16 +196,16 @@ fn defer_chain_groups_runs_newest_first() {
 
 #[test]
 fn blocked_goroutines_leak_after_the_threshold_and_group() {
-    let mut agg = Aggregator::new(&[(14, "chan receive".into()), (19, "sleep".into())]);
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive"), (19, "sleep")]));
     let blocked = |goid| mem_g(goid, &[], true);
     let mut sleeper = mem_g(3, &[], true);
     sleeper.wait_reason = 19;
     // (Not goroutine 1: the main goroutine has no creation site.)
     let reads = |t| snap(t, t + 1, vec![blocked(11), blocked(12), sleeper.clone()]);
-    agg.apply_memory(&reads(1_000));
+    agg.apply_scan(&reads(1_000));
     let s = render_at(&mut agg, 1_500, 1_000);
     assert!(s.leaks.is_empty(), "not blocked long enough yet");
-    agg.apply_memory(&reads(2_000));
+    agg.apply_scan(&reads(2_000));
     let s = render_at(&mut agg, 2_500, 1_000);
     assert_eq!(s.leaks.len(), 1);
     let group = &s.leaks[0];
@@ -231,39 +222,39 @@ fn blocked_goroutines_leak_after_the_threshold_and_group() {
 
 #[test]
 fn a_goroutine_that_ran_between_reads_is_not_leaked() {
-    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
     let mut consumer = mem_g(21, &[], true);
-    agg.apply_memory(&snap(1_000, 1_001, vec![consumer.clone()]));
+    agg.apply_scan(&snap(1_000, 1_001, vec![consumer.clone()]));
     consumer.tracking_seq = Some(2);
-    agg.apply_memory(&snap(2_000, 2_001, vec![consumer.clone()]));
+    agg.apply_scan(&snap(2_000, 2_001, vec![consumer.clone()]));
     let s = render_at(&mut agg, 2_500, 1_000);
     assert!(s.leaks.is_empty());
     assert_eq!(s.goroutines[0].blocked_for_s, Some(500e-9));
     // Unchanged from then on: it leaks once the threshold passes.
-    agg.apply_memory(&snap(3_100, 3_101, vec![consumer]));
+    agg.apply_scan(&snap(3_100, 3_101, vec![consumer]));
     assert_eq!(render_at(&mut agg, 3_100, 1_000).totals.goroutines_leaked, 1);
 }
 
 #[test]
 fn waitsince_ages_goroutines_blocked_before_attach() {
-    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
     let mut old = mem_g(21, &[], true);
     old.waitsince = 10;
-    agg.apply_memory(&snap(5_000, 5_001, vec![old]));
+    agg.apply_scan(&snap(5_000, 5_001, vec![old]));
     let s = render_at(&mut agg, 5_010, 4_000);
     assert_eq!(s.totals.goroutines_leaked, 1, "blocked since 10 ns, now 5010 ns");
 }
 
 #[test]
 fn unblocked_goroutines_leave_the_leak_report() {
-    let mut agg = Aggregator::new(&[(14, "chan receive".into())]);
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
     let g = mem_g(21, &[], true);
-    agg.apply_memory(&snap(0, 1, vec![g.clone()]));
-    agg.apply_memory(&snap(10, 11, vec![g.clone()]));
+    agg.apply_scan(&snap(0, 1, vec![g.clone()]));
+    agg.apply_scan(&snap(10, 11, vec![g.clone()]));
     assert_eq!(render_at(&mut agg, 20, 5).totals.goroutines_leaked, 1);
     let mut running = g;
     running.status = GoroutineStatus::Runnable;
-    agg.apply_memory(&snap(30, 31, vec![running]));
+    agg.apply_scan(&snap(30, 31, vec![running]));
     let s = render_at(&mut agg, 40, 5);
     assert_eq!(s.totals.goroutines_leaked, 0);
     assert!(s.leaks.is_empty());
@@ -271,11 +262,11 @@ fn unblocked_goroutines_leave_the_leak_report() {
 
 #[test]
 fn the_main_goroutine_is_never_leaked() {
-    let mut agg = Aggregator::new(&[(10, "select (no cases)".into())]);
+    let mut agg = Aggregator::new(WaitReasons::of(&[(10, "select (no cases)")]));
     let mut main = mem_g(1, &[], true);
     main.wait_reason = 10;
-    agg.apply_memory(&snap(0, 1, vec![main.clone()]));
-    agg.apply_memory(&snap(10, 11, vec![main]));
+    agg.apply_scan(&snap(0, 1, vec![main.clone()]));
+    agg.apply_scan(&snap(10, 11, vec![main]));
     let s = render_at(&mut agg, 100, 5);
     assert_eq!(s.totals.goroutines_leaked, 0);
     assert!(!s.goroutines[0].leaked);

@@ -12,7 +12,7 @@ use axum::{
 };
 use prometheus_client::{encoding::text, registry::Registry};
 
-use crate::session::SnapshotFeed;
+use crate::feed::SnapshotFeed;
 
 pub mod collector;
 

@@ -23,8 +23,9 @@ pub(crate) type Structs = HashMap<String, (u64, HashMap<String, u64>)>;
 
 pub(crate) struct DwarfFacts {
     pub structs: Structs,
-    /// `runtime.waitReason*` constants: (name without `runtime.`, value).
-    pub wait_reason_consts: Vec<(String, i64)>,
+    /// The runtime's package-level constants: (name without `runtime.`,
+    /// value). Every one is kept; `goruntime::layout` picks what it knows.
+    pub runtime_consts: Vec<(String, i64)>,
 }
 
 fn dwarf_err(e: impl std::fmt::Display) -> GoBinError {
@@ -57,7 +58,7 @@ fn load_section<'a>(file: &ElfFile64<'a, Endianness>, name: &str) -> Result<Cow<
     }
 }
 
-/// Collects the named structs and the `runtime.waitReason*` constants.
+/// Collects the named structs and the `runtime.*` constants.
 pub(crate) fn read_facts(data: &[u8], wanted: &[&str]) -> Result<DwarfFacts, GoBinError> {
     let file = ElfFile64::<Endianness>::parse(data).map_err(dwarf_err)?;
     let owned = gimli::DwarfSections::load(|id| load_section(&file, id.name()))?;
@@ -77,7 +78,7 @@ pub(crate) fn read_facts(data: &[u8], wanted: &[&str]) -> Result<DwarfFacts, GoB
             let Ok(name) = dwarf.attr_string(&unit, name_attr) else { continue };
             let name = name.to_string_lossy();
             if tag == gimli::DW_TAG_constant {
-                if let Some(short) = name.strip_prefix("runtime.").filter(|n| n.starts_with("waitReason")) {
+                if let Some(short) = name.strip_prefix("runtime.") {
                     let v = entry.attr_value(gimli::DW_AT_const_value).ok().flatten().and_then(|v| match v {
                         AttributeValue::Sdata(s) => Some(s),
                         other => other.udata_value().map(|u| u as i64),
@@ -112,5 +113,5 @@ pub(crate) fn read_facts(data: &[u8], wanted: &[&str]) -> Result<DwarfFacts, GoB
             structs.insert(name.into_owned(), (size, members));
         }
     }
-    Ok(DwarfFacts { structs, wait_reason_consts: consts })
+    Ok(DwarfFacts { structs, runtime_consts: consts })
 }

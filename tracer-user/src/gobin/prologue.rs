@@ -144,11 +144,11 @@ pub(crate) fn amd64_prologue(code: &[u8], entry: u64, end: u64, is_morestack: &d
     }
 }
 
-/// Does the straight-line block at `target` call a morestack function?
-fn amd64_block_calls(code: &[u8], entry: u64, target: u64, is_morestack: &dyn Fn(u64) -> bool) -> bool {
-    let Some(start) = usize::try_from(target - entry).ok() else { return false };
-    let Some(block) = code.get(start..) else { return false };
-    let mut dec = decoder(block, target);
+/// Does the straight-line block at address `block` call a morestack function?
+fn amd64_block_calls(code: &[u8], entry: u64, block: u64, is_morestack: &dyn Fn(u64) -> bool) -> bool {
+    let Some(start) = block.checked_sub(entry).and_then(|o| usize::try_from(o).ok()) else { return false };
+    let Some(block_code) = code.get(start..) else { return false };
+    let mut dec = decoder(block_code, block);
     for _ in 0..MORESTACK_BLOCK_MAX_INSNS {
         if !dec.can_decode() {
             break;
@@ -231,11 +231,11 @@ pub(crate) fn a64_calls(code: &[u8], entry: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn a64_block_calls(code: &[u8], entry: u64, target: u64, is_morestack: &dyn Fn(u64) -> bool) -> bool {
-    let Some(start) = usize::try_from(target - entry).ok() else { return false };
-    let Some(block) = code.get(start..) else { return false };
-    for (i, w) in a64_words(block).take(MORESTACK_BLOCK_MAX_INSNS).enumerate() {
-        if let Some(t) = a64_bl_target(w, target + 4 * i as u64) {
+fn a64_block_calls(code: &[u8], entry: u64, block: u64, is_morestack: &dyn Fn(u64) -> bool) -> bool {
+    let Some(start) = block.checked_sub(entry).and_then(|o| usize::try_from(o).ok()) else { return false };
+    let Some(block_code) = code.get(start..) else { return false };
+    for (i, w) in a64_words(block_code).take(MORESTACK_BLOCK_MAX_INSNS).enumerate() {
+        if let Some(t) = a64_bl_target(w, block.wrapping_add(4 * i as u64)) {
             return is_morestack(t);
         }
         // Unconditional B ends the block.

@@ -9,8 +9,8 @@ use super::*;
 const FIXTURE_ENV: &str = "DEFERSCOPE_GO_FIXTURES";
 
 #[derive(Clone, Debug)]
-struct Fixture {
-    path: PathBuf,
+pub(crate) struct Fixture {
+    pub path: PathBuf,
     /// `go1.24.11`
     full: String,
     arch: Arch,
@@ -19,7 +19,7 @@ struct Fixture {
 
 /// All fixtures, or None (after printing the skip notice) when the
 /// environment does not point at them.
-fn fixtures() -> Option<Vec<Fixture>> {
+pub(crate) fn fixtures() -> Option<Vec<Fixture>> {
     let Some(dir) = std::env::var_os(FIXTURE_ENV) else {
         eprintln!("SKIPPED ({FIXTURE_ENV} not set; run cargo xtask test)");
         return None;
@@ -46,7 +46,7 @@ fn fixtures() -> Option<Vec<Fixture>> {
     Some(out)
 }
 
-fn open(f: &Fixture) -> GoBinary {
+pub(crate) fn open(f: &Fixture) -> GoBinary {
     GoBinary::open(&f.path).unwrap_or_else(|e| panic!("{}: {e}", f.path.display()))
 }
 
@@ -154,13 +154,9 @@ fn versions_and_kinds() {
             let text_sec = b.elf.section(".text").expect(".text").addr;
             assert_ne!(b.text_start(), text_sec, "{}: cgo runtime.text should not be .text", f.path.display());
         }
-        // Load bias helper: a non-PIE binary mapped at its link address.
+        // What the load bias is computed against: the vaddr of file offset 0.
         let seg = b.load_segments()[0];
-        assert_eq!(b.load_bias(seg.vaddr & !0xfff, seg.file_offset & !0xfff), Some(0));
-        assert_eq!(
-            b.load_bias((seg.vaddr & !0xfff) + 0x5555_0000_0000, seg.file_offset & !0xfff),
-            Some(0x5555_0000_0000)
-        );
+        assert_eq!(b.file_offset_to_vaddr(0), Some(seg.vaddr.wrapping_sub(seg.file_offset)));
         assert_eq!(b.file_offset_to_vaddr(b.vaddr_to_file_offset(b.text_start()).expect("text")), Some(b.text_start()));
     }
 }
@@ -312,58 +308,6 @@ fn symbolize_same_when_stripped() {
 }
 
 #[test]
-fn layouts_dwarf_equal_table() {
-    let Some(fx) = fixtures() else { return };
-    for f in &fx {
-        let b = open(f);
-        let ctx = f.path.display();
-        let minor = b.version().minor;
-        let table = layout::from_table(b.version(), b.arch()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
-        assert_eq!(table.source, format!("table:go1.{minor}"));
-        let got = b.runtime_layout().unwrap_or_else(|e| panic!("{ctx}: {e}"));
-        if b.has_dwarf() {
-            assert_eq!(got.source, "dwarf", "{ctx}");
-            let dwarf_facts = dwarf::read_facts(&b.data, layout::STRUCTS).expect("dwarf");
-            assert!(!dwarf_facts.wait_reason_consts.is_empty(), "{ctx}: no waitReason constants in DWARF");
-        } else {
-            assert_eq!(got.source, table.source, "{ctx}");
-        }
-        assert_eq!(
-            RuntimeLayout { source: String::new(), ..got.clone() },
-            RuntimeLayout { source: String::new(), ..table },
-            "{ctx}"
-        );
-        assert_eq!(got.g_parent_goid.is_some(), minor >= 21, "{ctx}");
-        assert_eq!(got.defer_open_defer.is_some(), minor <= 21, "{ctx}");
-        assert_eq!(got.defer_head.is_some(), minor >= 22, "{ctx}");
-        assert!(got.wait_reason(0).is_some(), "{ctx}");
-        assert!(got.wait_reasons.iter().any(|(_, s)| s == "chan receive"), "{ctx}");
-    }
-}
-
-#[test]
-fn builtin_table_shape() {
-    for arch in [Arch::X86_64, Arch::Aarch64] {
-        assert_eq!(builtin_minors(arch), vec![19, 21, 22, 23, 24, 25, 26, 27], "{arch:?}");
-    }
-    for minor in builtin_minors(Arch::X86_64) {
-        let v = GoVersion { major: 1, minor, patch: 0, raw: format!("go1.{minor}") };
-        let a = layout::from_table(&v, Arch::X86_64).expect("amd64");
-        let b = layout::from_table(&v, Arch::Aarch64).expect("arm64");
-        assert_eq!(a, b, "go1.{minor}: arm64 layout differs from amd64");
-    }
-    // Spot checks against research/go-runtime.md §4 (DWARF dumps).
-    let v = |minor| GoVersion { major: 1, minor, patch: 0, raw: format!("go1.{minor}") };
-    let l21 = layout::from_table(&v(21), Arch::X86_64).expect("1.21");
-    assert_eq!((l21.g_goid, l21.g_parent_goid, l21.g_size, l21.m_curg, l21.defer_size), (152, Some(272), 408, 192, 72));
-    let l27 = layout::from_table(&v(27), Arch::X86_64).expect("1.27");
-    assert_eq!((l27.g_goid, l27.g_startpc, l27.g_size, l27.m_curg, l27.gobuf_lr), (152, 304, 456, 184, 32));
-    assert_eq!(l27.wait_reason(19), Some("chan receive"));
-    let err = layout::from_table(&v(40), Arch::X86_64).expect_err("unknown");
-    assert!(matches!(err, GoBinError::UnsupportedVersion(ref m) if m.contains("no DWARF")), "{err}");
-}
-
-#[test]
 fn allgs_from_code_matches_symtab() {
     let Some(fx) = fixtures() else { return };
     for ((full, _), variants) in grouped(&fx) {
@@ -478,7 +422,7 @@ fn exercise(r: Result<GoBinary, GoBinError>) {
     let _ = b.call_return_points("runtime.newproc.func1", "runtime.newproc1");
     let _ = b.allgs_location();
     let _ = b.allgs_from_code();
-    let _ = b.runtime_layout();
+    let _ = crate::goruntime::RuntimeLayout::of(&b);
     let start = b.text_start();
     for k in 0..2000u64 {
         let pc = start.wrapping_add(k * 97);

@@ -3,7 +3,7 @@ use std::io::{self, Write};
 
 use crate::aggregate::model::Snapshot;
 
-pub fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Result<()> {
+pub(crate) fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Result<()> {
     serde_json::to_writer(&mut *out, snapshot).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()
@@ -26,7 +26,7 @@ mod tests {
             totals: Totals::default(),
             goroutines: vec![GoroutineView {
                 goid: 1,
-                state: "waiting".into(),
+                state: crate::goruntime::GoroutineStatus::Waiting,
                 wait_reason: Some("chan receive".into()),
                 defer_depth: 3,
                 max_defer_depth: 10,

@@ -17,7 +17,7 @@ fn position_text(function: &str, file: &str, line: u32) -> String {
 }
 
 /// Renders a snapshot as text, fitting `rows` goroutine lines.
-pub fn render(snapshot: &Snapshot, rows: usize) -> String {
+pub(crate) fn render(snapshot: &Snapshot, rows: usize) -> String {
     let t = &snapshot.totals;
     let mut s = String::new();
     let _ = writeln!(
@@ -61,7 +61,7 @@ pub fn render(snapshot: &Snapshot, rows: usize) -> String {
             "{:>10} {:>10}  {}",
             site.live,
             site.pushed,
-            position_text(&site.function, &site.file, site.line)
+            position_text(&site.site.function, &site.site.file, site.site.line)
         );
     }
     let _ = writeln!(s);
@@ -104,7 +104,7 @@ fn short_file(path: &str) -> &str {
 }
 
 /// Redraws the terminal in place (clear + home) or appends when not a tty.
-pub fn show(out: &mut impl Write, snapshot: &Snapshot, is_tty: bool, rows: usize) -> io::Result<()> {
+pub(crate) fn show(out: &mut impl Write, snapshot: &Snapshot, is_tty: bool, rows: usize) -> io::Result<()> {
     if is_tty {
         out.write_all(b"\x1b[H\x1b[2J")?;
     }

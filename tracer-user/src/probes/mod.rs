@@ -15,8 +15,9 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{Event, ProbeId, counter, globals};
 
 use crate::{
-    gobin::{GoBinError, GoBinary, GoVersion, ProbePoint, RuntimeLayout},
-    target::TargetProcess,
+    gobin::{GoBinError, GoBinary, ProbePoint},
+    goruntime::{self, RuntimeLayout, probe_plan::Placement},
+    process::TracedProcess,
 };
 
 /// The compiled probes (built by build.rs; empty with DEFERSCOPE_SKIP_EBPF).
@@ -44,49 +45,6 @@ pub enum ProbeError {
     Io(#[from] io::Error),
 }
 
-/// Where a probe goes.
-enum Placement {
-    /// Entry of the function, after its stack check.
-    Entry(&'static str),
-    /// After each call to `callee` inside `caller` (a return value without a
-    /// uretprobe, which would crash Go).
-    AfterCall { caller: &'static str, callee: &'static str },
-}
-
-struct PlannedProbe {
-    probe: ProbeId,
-    placement: Placement,
-    /// Without it deferscope cannot count exactly; refuse to run.
-    required: bool,
-}
-
-/// Which runtime functions carry defer and goroutine events in this version.
-fn plan(version: &GoVersion) -> Vec<PlannedProbe> {
-    use Placement::*;
-    let mut plan = vec![
-        // Heap records (defer in a loop); absent when the program has none.
-        PlannedProbe { probe: ProbeId::DeferProc, placement: Entry("runtime.deferproc"), required: false },
-        PlannedProbe { probe: ProbeId::DeferProcStack, placement: Entry("runtime.deferprocStack"), required: true },
-        // Defers in range-over-func loop bodies (1.23+; linked only when used).
-        // Their loop's header record (deferrangefunc) holds no call and is
-        // left out of the depth, on the push and the pop side alike.
-        PlannedProbe { probe: ProbeId::DeferProcAt, placement: Entry("runtime.deferprocat"), required: false },
-        PlannedProbe { probe: ProbeId::Goexit1, placement: Entry("runtime.goexit1"), required: true },
-        PlannedProbe {
-            probe: ProbeId::NewProcReturn,
-            placement: AfterCall { caller: "runtime.newproc.func1", callee: "runtime.newproc1" },
-            required: false,
-        },
-    ];
-    // Every pop goes through one primitive: popDefer from 1.23, freedefer before.
-    plan.push(if version.minor >= 23 {
-        PlannedProbe { probe: ProbeId::PopDefer, placement: Entry("runtime.popDefer"), required: true }
-    } else {
-        PlannedProbe { probe: ProbeId::FreeDefer, placement: Entry("runtime.freedefer"), required: true }
-    });
-    plan
-}
-
 /// Health counters summed over CPUs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProbeCounters {
@@ -104,12 +62,12 @@ pub struct Probes {
 }
 
 impl Probes {
-    pub fn attach(target: &TargetProcess, binary: &GoBinary, layout: &RuntimeLayout) -> Result<Self, ProbeError> {
+    pub fn attach(process: &TracedProcess, binary: &GoBinary, layout: &RuntimeLayout) -> Result<Self, ProbeError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         raise_memlock_limit();
-        let tgid = target.pid;
+        let tgid = process.pid;
         let goid_offset = layout.g_goid;
         let parent_offset = layout.g_parent_goid.unwrap_or(globals::NO_OFFSET);
         let gopc_offset = layout.g_gopc;
@@ -129,15 +87,15 @@ impl Probes {
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
 
-        let pid = NonZeroU32::new(target.pid).ok_or(io::Error::other("PID 0"))?;
+        let pid = NonZeroU32::new(process.pid).ok_or(io::Error::other("PID 0"))?;
         let mut attached = Vec::new();
-        for planned in plan(binary.version()) {
+        for planned in goruntime::probe_plan::plan(binary.version()) {
             let (function, points) = match planned.placement {
                 Placement::Entry(function) => {
                     if binary.function_entry(function).is_none() {
                         if planned.required {
                             return Err(ProbeError::MissingFunction {
-                                pid: target.pid,
+                                pid: process.pid,
                                 function,
                                 version: binary.version().raw.clone(),
                             });
@@ -162,7 +120,7 @@ impl Probes {
                     }
                 }
             };
-            attach_points(&mut ebpf, planned.probe, function, &points, target, pid)?;
+            attach_points(&mut ebpf, planned.probe, function, &points, process, pid)?;
             attached.push((function.to_owned(), planned.probe));
         }
         Ok(Self { ebpf, attached })
@@ -215,7 +173,7 @@ fn attach_points(
     probe: ProbeId,
     function: &'static str,
     points: &[ProbePoint],
-    target: &TargetProcess,
+    process: &TracedProcess,
     pid: NonZeroU32,
 ) -> Result<(), ProbeError> {
     let name = probe.program_name();
@@ -232,8 +190,8 @@ fn attach_points(
         // /proc/PID/exe is the inode the process runs, even if the file on
         // disk was replaced since it started.
         program
-            .attach(point.file_offset, &target.exe_link, UProbeScope::OneProcess(pid))
-            .map_err(|e| ProbeError::Attach { function, pid: target.pid, detail: error_chain(&e) })?;
+            .attach(point.file_offset, &process.exe_link, UProbeScope::OneProcess(pid))
+            .map_err(|e| ProbeError::Attach { function, pid: process.pid, detail: error_chain(&e) })?;
     }
     Ok(())
 }

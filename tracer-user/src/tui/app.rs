@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use crate::aggregate::model::{GoroutineView, LeakGroup, Site, Snapshot};
+use crate::{
+    aggregate::model::{GoroutineView, LeakGroup, Site, Snapshot},
+    goruntime::GoroutineStatus,
+};
 
 /// Samples kept per chart: enough for a wide terminal.
 pub const HISTORY_LEN: usize = 512;
@@ -157,8 +160,8 @@ impl ListNav {
             self.selected = 0;
             return;
         }
-        let target = self.selected as isize + delta;
-        self.selected = target.clamp(0, len as isize - 1) as usize;
+        let next = self.selected as isize + delta;
+        self.selected = next.clamp(0, len as isize - 1) as usize;
     }
 
     pub fn page(&self) -> isize {
@@ -235,17 +238,13 @@ impl Matcher {
     }
 
     pub fn site(&self, site: &Site) -> bool {
-        self.parts(&site.function, &site.file, site.line)
-    }
-
-    pub fn parts(&self, function: &str, file: &str, line: u32) -> bool {
         if let Some((f, l)) = &self.file_line
-            && *l == line
-            && contains_ci(file, f)
+            && *l == site.line
+            && contains_ci(&site.file, f)
         {
             return true;
         }
-        contains_ci(function, &self.needle) || contains_ci(file, &self.needle)
+        contains_ci(&site.function, &self.needle) || contains_ci(&site.file, &self.needle)
     }
 
     fn opt_site(&self, site: &Option<Site>) -> bool {
@@ -295,10 +294,6 @@ impl Series {
 
     pub fn len(&self) -> usize {
         self.data.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
     }
 }
 
@@ -372,10 +367,10 @@ impl LeakKey {
     }
 }
 
-type SiteKey = (Arc<str>, Arc<str>, u32);
+type SiteKey = Site;
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum DetailTarget {
+pub enum DetailSubject {
     Goroutine(u64),
     Leak(LeakKey),
 }
@@ -384,7 +379,7 @@ pub enum DetailTarget {
 /// one goroutine or group, so it survives the goroutine's exit).
 #[derive(Clone, Debug)]
 pub struct Detail {
-    pub target: DetailTarget,
+    pub subject: DetailSubject,
     pub goroutine: Option<GoroutineView>,
     pub group: Option<LeakGroup>,
     /// No longer in the newest snapshot (exited, or no longer leaked).
@@ -524,13 +519,12 @@ impl App {
             .defer_sites
             .iter()
             .map(|s| {
-                let before = self.prev_site_pushed.get(&(s.function.clone(), s.file.clone(), s.line)).copied();
+                let before = self.prev_site_pushed.get(&s.site).copied();
                 // A site first seen now had no pushes before.
                 rate(s.pushed, before.unwrap_or(0), dt).filter(|_| self.prev.is_some())
             })
             .collect();
-        self.prev_site_pushed =
-            snapshot.defer_sites.iter().map(|s| ((s.function.clone(), s.file.clone(), s.line), s.pushed)).collect();
+        self.prev_site_pushed = snapshot.defer_sites.iter().map(|s| (s.site.clone(), s.pushed)).collect();
         self.prev = Some(now);
 
         let t = &snapshot.totals;
@@ -549,10 +543,10 @@ impl App {
                 states.system += 1;
                 continue;
             }
-            match g.state.as_str() {
-                "running" => states.running += 1,
-                "runnable" => states.runnable += 1,
-                "waiting" => states.waiting += 1,
+            match g.state {
+                GoroutineStatus::Running => states.running += 1,
+                GoroutineStatus::Runnable => states.runnable += 1,
+                GoroutineStatus::Waiting => states.waiting += 1,
                 _ => states.other += 1,
             }
         }
@@ -614,14 +608,8 @@ impl App {
         self.leaks.clamp(self.leak_rows.len());
 
         let ss = &snapshot.defer_sites;
-        let mut rows: Vec<u32> = (0..ss.len() as u32)
-            .filter(|&i| {
-                m.is_none_or(|m| {
-                    let s = &ss[i as usize];
-                    m.parts(&s.function, &s.file, s.line)
-                })
-            })
-            .collect();
+        let mut rows: Vec<u32> =
+            (0..ss.len() as u32).filter(|&i| m.is_none_or(|m| m.site(&ss[i as usize].site))).collect();
         let rates = &self.site_rates;
         let r = |i: u32| rates.get(i as usize).copied().flatten().unwrap_or(0.0);
         match self.site_sort {
@@ -630,9 +618,8 @@ impl App {
             SiteSort::Pushed => rows.sort_by(|&a, &b| ss[b as usize].pushed.cmp(&ss[a as usize].pushed)),
         }
         self.site_rows = rows;
-        if let Some((_, file, line)) = &self.selected_site
-            && let Some(pos) =
-                self.site_rows.iter().position(|&i| ss[i as usize].line == *line && ss[i as usize].file == *file)
+        if let Some(site) = &self.selected_site
+            && let Some(pos) = self.site_rows.iter().position(|&i| ss[i as usize].site == *site)
         {
             self.sites.selected = pos;
         }
@@ -647,15 +634,15 @@ impl App {
         let Some(detail) = &mut self.detail else {
             return;
         };
-        match &detail.target {
-            DetailTarget::Goroutine(goid) => match snapshot.goroutines.iter().find(|g| g.goid == *goid) {
+        match &detail.subject {
+            DetailSubject::Goroutine(goid) => match snapshot.goroutines.iter().find(|g| g.goid == *goid) {
                 Some(g) => {
                     detail.goroutine = Some(g.clone());
                     detail.gone = false;
                 }
                 None => detail.gone = true,
             },
-            DetailTarget::Leak(key) => match snapshot.leaks.iter().find(|l| key.matches(l)) {
+            DetailSubject::Leak(key) => match snapshot.leaks.iter().find(|l| key.matches(l)) {
                 Some(l) => {
                     detail.goroutine = snapshot.goroutines.iter().find(|g| l.sample_goids.contains(&g.goid)).cloned();
                     detail.group = Some(l.clone());
@@ -673,10 +660,8 @@ impl App {
         self.selected_goid =
             self.goroutine_rows.get(self.goroutines.selected).map(|&i| snapshot.goroutines[i as usize].goid);
         self.selected_leak = self.leak_rows.get(self.leaks.selected).map(|&i| LeakKey::of(&snapshot.leaks[i as usize]));
-        self.selected_site = self.site_rows.get(self.sites.selected).map(|&i| {
-            let s = &snapshot.defer_sites[i as usize];
-            (s.function.clone(), s.file.clone(), s.line)
-        });
+        self.selected_site =
+            self.site_rows.get(self.sites.selected).map(|&i| snapshot.defer_sites[i as usize].site.clone());
     }
 
     pub fn goroutine_rows(&self) -> &[u32] {
@@ -795,18 +780,18 @@ impl App {
         let Some(snapshot) = self.snapshot.clone() else {
             return;
         };
-        let target = match self.focus {
+        let subject = match self.focus {
             Panel::Goroutines => self
                 .goroutine_rows
                 .get(self.goroutines.selected)
-                .map(|&i| DetailTarget::Goroutine(snapshot.goroutines[i as usize].goid)),
+                .map(|&i| DetailSubject::Goroutine(snapshot.goroutines[i as usize].goid)),
             Panel::Leaks => self
                 .leak_rows
                 .get(self.leaks.selected)
-                .map(|&i| DetailTarget::Leak(LeakKey::of(&snapshot.leaks[i as usize]))),
+                .map(|&i| DetailSubject::Leak(LeakKey::of(&snapshot.leaks[i as usize]))),
             Panel::Sites => {
                 if let Some(&i) = self.site_rows.get(self.sites.selected) {
-                    let s = &snapshot.defer_sites[i as usize];
+                    let s = &snapshot.defer_sites[i as usize].site;
                     let name = s.file.rsplit('/').next().unwrap_or(&s.file);
                     self.set_filter(format!("{name}:{}", s.line));
                     self.focus = Panel::Goroutines;
@@ -816,8 +801,8 @@ impl App {
                 None
             }
         };
-        if let Some(target) = target {
-            self.detail = Some(Detail { target, goroutine: None, group: None, gone: false, scroll: 0, height: 0 });
+        if let Some(subject) = subject {
+            self.detail = Some(Detail { subject, goroutine: None, group: None, gone: false, scroll: 0, height: 0 });
             self.refresh_detail();
             self.overlay = Overlay::Detail;
         }
@@ -838,6 +823,7 @@ impl App {
         self.goroutine_rows.get(row).map(|&i| &s.goroutines[i as usize])
     }
 
+    #[cfg(test)]
     pub fn selected_goroutine(&self) -> Option<&GoroutineView> {
         self.goroutine_at(self.goroutines.selected)
     }
@@ -892,7 +878,7 @@ mod tests {
         assert_eq!(app.history.pushes_per_s.latest(), Some(2000));
         assert_eq!(app.history.live_records.len(), 2);
         let s = app.snapshot().expect("snapshot");
-        let deep = s.defer_sites.iter().position(|d| d.function.as_ref() == "main.deepWorker").expect("site");
+        let deep = s.defer_sites.iter().position(|d| d.site.function.as_ref() == "main.deepWorker").expect("site");
         assert!(app.site_rate(deep).expect("rate") > 0.0);
     }
 
@@ -953,7 +939,7 @@ mod tests {
         app.open_selected();
         assert_eq!(app.overlay, Overlay::Detail);
         let d = app.detail.as_ref().expect("detail");
-        assert_eq!(d.target, DetailTarget::Goroutine(18));
+        assert_eq!(d.subject, DetailSubject::Goroutine(18));
         assert_eq!(d.goroutine.as_ref().expect("g").defer_depth, 2500);
         // The goroutine exits: the view keeps the last data and says so.
         let mut s = fixtures::snapshot();

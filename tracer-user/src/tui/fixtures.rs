@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::app::Settings;
-use crate::aggregate::model::{
-    DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals,
+use crate::{
+    aggregate::model::{DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals},
+    goruntime::GoroutineStatus,
 };
 
 pub fn settings() -> Settings {
@@ -23,14 +24,8 @@ fn site(function: &str, file: &str, line: u32) -> Site {
     Site::new(function, &format!("{SRC}{file}"), line)
 }
 
-fn goroutine(goid: u64, state: &str, wait: Option<&str>) -> GoroutineView {
-    GoroutineView {
-        goid,
-        state: state.into(),
-        wait_reason: wait.map(Into::into),
-        depth_exact: true,
-        ..Default::default()
-    }
+fn goroutine(goid: u64, state: GoroutineStatus, wait: Option<&str>) -> GoroutineView {
+    GoroutineView { goid, state, wait_reason: wait.map(Into::into), depth_exact: true, ..Default::default() }
 }
 
 fn runtime(function: &str, file: &str, line: u32) -> Site {
@@ -46,7 +41,7 @@ pub fn snapshot() -> Snapshot {
 pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
     let mut goroutines = Vec::new();
 
-    let mut deep = goroutine(18, "waiting", Some("chan receive"));
+    let mut deep = goroutine(18, GoroutineStatus::Waiting, Some("chan receive"));
     deep.defer_depth = 2500;
     deep.max_defer_depth = 2500;
     deep.top_defer_site = Some(site("main.deepWorker", "main.go", 42));
@@ -69,7 +64,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
     goroutines.push(deep);
 
     for (i, goid) in (60..63).enumerate() {
-        let mut g = goroutine(goid, if i == 0 { "running" } else { "runnable" }, None);
+        let mut g = goroutine(goid, if i == 0 { GoroutineStatus::Running } else { GoroutineStatus::Runnable }, None);
         g.defer_depth = 3 - i as u64;
         g.max_defer_depth = 4;
         g.top_defer_site = Some(site("main.handleOrders", "orders.go", 51));
@@ -79,7 +74,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         goroutines.push(g);
     }
 
-    let mut main = goroutine(1, "waiting", Some("select"));
+    let mut main = goroutine(1, GoroutineStatus::Waiting, Some("select"));
     main.start_function = Some("main.main".into());
     main.blocked_for_s = Some(2.0);
     main.blocked_at = Some(site("main.main", "main.go", 131));
@@ -92,7 +87,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
     goroutines.push(main);
 
     for goid in 20..60 {
-        let mut g = goroutine(goid, "waiting", Some("chan send"));
+        let mut g = goroutine(goid, GoroutineStatus::Waiting, Some("chan send"));
         g.created_by = Some(site("main.startLeaks", "leak.go", 30));
         g.start_function = Some("main.leakyProducer".into());
         g.blocked_for_s = Some(12.5 - (goid - 20) as f64 * 0.25);
@@ -108,7 +103,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         goroutines.push(g);
     }
 
-    let mut gc = goroutine(2, "waiting", Some("force gc (idle)"));
+    let mut gc = goroutine(2, GoroutineStatus::Waiting, Some("force gc (idle)"));
     gc.system = true;
     gc.start_function = Some("runtime.forcegchelper".into());
     goroutines.push(gc);
@@ -137,23 +132,13 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         goroutines,
         defer_sites: vec![
             DeferSiteView {
-                function: "main.deepWorker".into(),
-                file: format!("{SRC}main.go").into(),
-                line: 42,
+                site: Site::new("main.deepWorker", &format!("{SRC}main.go"), 42),
                 pushed: pushed.min(2480),
                 live: 2480,
             },
+            DeferSiteView { site: Site::new("main.deepWorker", &format!("{SRC}main.go"), 37), pushed: 20, live: 20 },
             DeferSiteView {
-                function: "main.deepWorker".into(),
-                file: format!("{SRC}main.go").into(),
-                line: 37,
-                pushed: 20,
-                live: 20,
-            },
-            DeferSiteView {
-                function: "main.handleOrders".into(),
-                file: format!("{SRC}orders.go").into(),
-                line: 51,
+                site: Site::new("main.handleOrders", &format!("{SRC}orders.go"), 51),
                 pushed: healthy,
                 live: 9,
             },
@@ -183,7 +168,11 @@ pub fn many(n: u64) -> Snapshot {
     let sites: Vec<Site> = (0..100).map(|i| site(&format!("main.worker{i}"), "work.go", 10 + i)).collect();
     s.goroutines = (0..n)
         .map(|goid| {
-            let mut g = goroutine(goid + 100, if goid % 7 == 0 { "running" } else { "waiting" }, Some("chan receive"));
+            let mut g = goroutine(
+                goid + 100,
+                if goid % 7 == 0 { GoroutineStatus::Running } else { GoroutineStatus::Waiting },
+                Some("chan receive"),
+            );
             let site = sites[(goid % 100) as usize].clone();
             g.defer_depth = (goid * 7919) % 3000;
             g.max_defer_depth = g.defer_depth + goid % 5;

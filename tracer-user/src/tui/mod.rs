@@ -3,7 +3,7 @@
 //!
 //! - [`app`]: the state (selection, sort, filter, pause, focus, history);
 //! - [`keys`]: keys → state changes;
-//! - [`event`]: the snapshot feed and terminal input;
+//! - [`event`]: terminal input (snapshots come from [`crate::feed`]);
 //! - [`ui`] and [`sections`]: drawing, one module per part of the screen;
 //! - [`terminal`]: raw mode / alternate screen, always restored.
 use std::{
@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cli::Options, session::SnapshotFeed};
+use crate::{cli::Options, feed::SnapshotFeed};
 
 pub mod app;
 pub mod event;
@@ -35,19 +35,18 @@ pub const AVAILABLE: bool = true;
 /// Runs the dashboard until the user quits, or until the feed closes
 /// (unless the last snapshot says the target exited: then the screen stays,
 /// with the last data, until `q`). Blocking: call it on its own thread.
-pub fn run(feed: SnapshotFeed, options: &Options) -> io::Result<()> {
+pub(crate) fn run(mut feed: SnapshotFeed, options: &Options) -> io::Result<()> {
     let mut guard = terminal::TerminalGuard::enter()?;
     let mut app = App::new(Settings::from_options(options));
-    let mut events = Events::new(feed);
     let mut dirty = true;
     let mut last_draw = Instant::now();
     loop {
         // Take every snapshot that arrived; only the newest matters.
-        if let Some(snapshot) = events.poll_feed() {
+        if let Some(snapshot) = feed.next_unseen() {
             app.on_snapshot(snapshot);
             dirty = true;
         }
-        if events.feed_closed() && !app.feed_closed {
+        if feed.is_closed() && !app.feed_closed {
             app.feed_closed = true;
             dirty = true;
             if !app.target_exited() {

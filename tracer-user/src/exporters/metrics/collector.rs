@@ -11,7 +11,7 @@
 //! while they were folded into `site="other"` (so that `other` never goes
 //! down when a site moves into the top N).
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -24,7 +24,8 @@ use prometheus_client::{
 
 use crate::{
     aggregate::model::{GoroutineView, Site, Snapshot},
-    session::SnapshotFeed,
+    feed::SnapshotFeed,
+    goruntime::GoroutineStatus,
 };
 
 /// Label value of the series that folds everything beyond the top N.
@@ -41,7 +42,8 @@ pub fn depth_buckets() -> Vec<f64> {
 
 /// States always emitted (0 when empty) so that alerts on them do not see
 /// an absent series; others appear when some goroutine is in them.
-const STATES: [&str; 4] = ["running", "runnable", "syscall", "waiting"];
+const STATES: [GoroutineStatus; 4] =
+    [GoroutineStatus::Running, GoroutineStatus::Runnable, GoroutineStatus::Syscall, GoroutineStatus::Waiting];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -68,8 +70,7 @@ impl SnapshotCollector {
 
 impl Collector for SnapshotCollector {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        // Clone the Arc and release the watch lock before encoding.
-        let Some(snapshot) = self.feed.borrow().clone() else {
+        let Some(snapshot) = self.feed.latest() else {
             // Nothing to say before the first snapshot.
             return Ok(());
         };
@@ -148,53 +149,38 @@ fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
     Ok(())
 }
 
-/// A defer site's numbers, keyed by its `function file:line` label.
+/// A defer site's numbers, labelled `function file:line`.
 struct SiteRow {
     label: Arc<str>,
     pushed: u64,
     live: u64,
 }
 
-/// Sites merged by label, ranked by activity (pushes seen plus records live
-/// now), ties by label so the order is stable.
+/// The aggregator's sites (one per `defer` statement already), ranked by
+/// activity (pushes seen plus records live now), ties by label so the order
+/// is stable.
 fn ranked_sites(snapshot: &Snapshot) -> Vec<SiteRow> {
-    let mut rows: Vec<SiteRow> = Vec::with_capacity(snapshot.defer_sites.len());
-    let mut index: HashMap<Arc<str>, usize> = HashMap::new();
-    for s in &snapshot.defer_sites {
-        let label: Arc<str> = format!("{} {}:{}", s.function, s.file, s.line).into();
-        match index.entry(label) {
-            Entry::Occupied(e) => {
-                let row = &mut rows[*e.get()];
-                row.pushed += s.pushed;
-                row.live += s.live;
-            }
-            Entry::Vacant(e) => {
-                rows.push(SiteRow { label: e.key().clone(), pushed: s.pushed, live: s.live });
-                e.insert(rows.len() - 1);
-            }
-        }
-    }
+    let mut rows: Vec<SiteRow> = snapshot
+        .defer_sites
+        .iter()
+        .map(|s| SiteRow { label: s.site.to_string().into(), pushed: s.pushed, live: s.live })
+        .collect();
     rows.sort_by(|a, b| {
         (b.pushed.saturating_add(b.live)).cmp(&a.pushed.saturating_add(a.live)).then_with(|| a.label.cmp(&b.label))
     });
     rows
 }
 
-/// Leak groups by label set (groups sharing one are summed), biggest first,
+/// The aggregator's leak groups (one per label set already), biggest first,
 /// the ones beyond `top` folded into one `other` series.
 fn leak_series(snapshot: &Snapshot, top: usize) -> Vec<([String; 3], u64)> {
-    let mut groups: Vec<([String; 3], u64)> = Vec::new();
-    let mut index: HashMap<[String; 3], usize> = HashMap::new();
-    for g in &snapshot.leaks {
-        let key = [g.wait_reason.clone(), site_label(g.created_by.as_ref()), site_label(g.blocked_at.as_ref())];
-        match index.entry(key) {
-            Entry::Occupied(e) => groups[*e.get()].1 += g.count,
-            Entry::Vacant(e) => {
-                groups.push((e.key().clone(), g.count));
-                e.insert(groups.len() - 1);
-            }
-        }
-    }
+    let mut groups: Vec<([String; 3], u64)> = snapshot
+        .leaks
+        .iter()
+        .map(|g| {
+            ([g.wait_reason.clone(), site_label(g.created_by.as_ref()), site_label(g.blocked_at.as_ref())], g.count)
+        })
+        .collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     if groups.len() > top {
         let folded: u64 = groups[top..].iter().map(|g| g.1).sum();
@@ -314,9 +300,10 @@ pub fn encode_snapshot(
     )?;
 
     // Goroutines.
-    let mut states: Vec<(&str, u64)> = STATES.iter().map(|s| (*s, 0)).collect();
+    // By label: `_Gdead` and `_Gdeadextra` both read "dead".
+    let mut states: Vec<(&str, u64)> = STATES.iter().map(|s| (s.as_str(), 0)).collect();
     for g in &user {
-        match states.iter_mut().find(|(s, _)| *s == g.state) {
+        match states.iter_mut().find(|(s, _)| *s == g.state.as_str()) {
             Some(slot) => slot.1 += 1,
             None => states.push((g.state.as_str(), 1)),
         }

@@ -11,7 +11,7 @@ use ratatui::{
 use crate::{
     aggregate::model::{GoroutineView, LeakGroup, Site},
     tui::{
-        app::{App, DetailTarget},
+        app::{App, DetailSubject},
         format::duration,
     },
 };
@@ -64,7 +64,7 @@ fn stack_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView) {
 }
 
 fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after: f64) {
-    let mut state = vec![Span::styled(g.state.clone(), Style::new().add_modifier(Modifier::BOLD))];
+    let mut state = vec![Span::styled(g.state.as_str(), Style::new().add_modifier(Modifier::BOLD))];
     if let Some(w) = &g.wait_reason {
         state.push(Span::raw(format!(" ({w})")));
     }
@@ -175,19 +175,19 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         return;
     };
     let mut lines = Vec::new();
-    let mut title = match &detail.target {
-        DetailTarget::Goroutine(goid) => format!(" Goroutine {goid} "),
-        DetailTarget::Leak(_) => " Leak group ".to_owned(),
+    let mut title = match &detail.subject {
+        DetailSubject::Goroutine(goid) => format!(" Goroutine {goid} "),
+        DetailSubject::Leak(_) => " Leak group ".to_owned(),
     };
     if detail.gone {
-        title.push_str(match detail.target {
-            DetailTarget::Goroutine(_) => "· exited: last data shown ",
-            DetailTarget::Leak(_) => "· gone from the leak list: last data shown ",
+        title.push_str(match detail.subject {
+            DetailSubject::Goroutine(_) => "· exited: last data shown ",
+            DetailSubject::Leak(_) => "· gone from the leak list: last data shown ",
         });
     }
-    match (&detail.target, &detail.goroutine, &detail.group) {
-        (DetailTarget::Goroutine(_), Some(g), _) => goroutine_lines(&mut lines, g, leak_after),
-        (DetailTarget::Leak(_), sample, Some(l)) => group_lines(&mut lines, l, sample.as_ref()),
+    match (&detail.subject, &detail.goroutine, &detail.group) {
+        (DetailSubject::Goroutine(_), Some(g), _) => goroutine_lines(&mut lines, g, leak_after),
+        (DetailSubject::Leak(_), sample, Some(l)) => group_lines(&mut lines, l, sample.as_ref()),
         _ => lines.push(Line::from("  no longer in the snapshot")),
     }
     let height = area.height.saturating_sub(2) as usize;

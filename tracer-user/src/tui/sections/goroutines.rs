@@ -7,10 +7,13 @@ use ratatui::{
     widgets::{Cell, Row, Table},
 };
 
-use crate::tui::{
-    app::{App, GoroutineSort, Panel},
-    format::{bar, depth_style, duration, opt_site_short},
-    ui::{focused, header_style, panel_block, selected_style, sorted},
+use crate::{
+    goruntime::GoroutineStatus,
+    tui::{
+        app::{App, GoroutineSort, Panel},
+        format::{bar, depth_style, duration, opt_site_short},
+        ui::{focused, header_style, panel_block, selected_style, sorted},
+    },
 };
 
 const BAR: usize = 8;
@@ -66,12 +69,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         let state = if g.leaked {
             Span::styled("LEAKED", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
         } else {
-            let style = match g.state.as_str() {
-                "running" => Style::new().fg(Color::Green),
-                "runnable" => Style::new().fg(Color::Cyan),
+            let style = match g.state {
+                GoroutineStatus::Running => Style::new().fg(Color::Green),
+                GoroutineStatus::Runnable => Style::new().fg(Color::Cyan),
                 _ => Style::new(),
             };
-            Span::styled(g.state.clone(), style)
+            Span::styled(g.state.as_str(), style)
         };
         let depth = if g.depth_exact { g.defer_depth.to_string() } else { format!("~{}", g.defer_depth) };
         let style = depth_style(g.defer_depth);

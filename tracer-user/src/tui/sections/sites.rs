@@ -9,7 +9,7 @@ use ratatui::{
 
 use crate::tui::{
     app::{App, Panel, SiteSort},
-    format::{basename, compact, depth_style, rate, short_function},
+    format::{compact, depth_style, rate, site_short},
     ui::{focused, header_style, panel_block, selected_style, sorted},
 };
 
@@ -42,7 +42,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 Cell::from(Span::styled(format!("{:>6}", s.live), depth_style(s.live))),
                 Cell::from(format!("{:>6}", rate(app.site_rate(i)))),
                 Cell::from(format!("{:>6}", compact(s.pushed as f64))),
-                Cell::from(format!("{}:{} {}", basename(&s.file), s.line, short_function(&s.function))),
+                Cell::from(site_short(&s.site)),
             ])
             .style(style)
         })

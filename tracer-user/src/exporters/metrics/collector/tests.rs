@@ -1,21 +1,20 @@
 //! The exposition of fixture snapshots, through the crate's text encoder.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 
 use crate::{
     aggregate::model::{DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals},
     exporters::metrics::{registry, render},
+    feed::{self, FeedPublisher},
+    goruntime::GoroutineStatus,
 };
 
-fn goroutine(goid: u64, state: &str, depth: u64, system: bool) -> GoroutineView {
+fn goroutine(goid: u64, state: GoroutineStatus, depth: u64, system: bool) -> GoroutineView {
     GoroutineView {
         goid,
-        state: state.to_owned(),
-        wait_reason: (state == "waiting").then(|| "chan receive".to_owned()),
+        state,
+        wait_reason: (state == GoroutineStatus::Waiting).then(|| "chan receive".to_owned()),
         defer_depth: depth,
         max_defer_depth: depth,
         system,
@@ -25,7 +24,7 @@ fn goroutine(goid: u64, state: &str, depth: u64, system: bool) -> GoroutineView 
 }
 
 fn site(function: &str, line: u32, pushed: u64, live: u64) -> DeferSiteView {
-    DeferSiteView { function: function.into(), file: "/src/app/main.go".into(), line, pushed, live }
+    DeferSiteView { site: Site::new(function, "/src/app/main.go", line), pushed, live }
 }
 
 fn leak(wait_reason: &str, created_line: Option<u32>, blocked_line: u32, count: u64) -> LeakGroup {
@@ -61,10 +60,10 @@ fn fixture() -> Snapshot {
             unmatched_pops: 0,
         },
         goroutines: vec![
-            goroutine(7, "waiting", 1200, false),
-            goroutine(8, "waiting", 3, false),
-            goroutine(1, "running", 0, false),
-            goroutine(2, "waiting", 0, true),
+            goroutine(7, GoroutineStatus::Waiting, 1200, false),
+            goroutine(8, GoroutineStatus::Waiting, 3, false),
+            goroutine(1, GoroutineStatus::Running, 0, false),
+            goroutine(2, GoroutineStatus::Waiting, 0, true),
         ],
         defer_sites: vec![
             site("main.deep", 10, 1200, 1200),
@@ -87,10 +86,11 @@ fn fixture() -> Snapshot {
     }
 }
 
-/// A registry fed by a watch channel, like the server's.
-fn setup(snapshot: Snapshot, top: usize) -> (watch::Sender<Option<Arc<Snapshot>>>, Registry) {
-    let (tx, rx) = watch::channel(Some(Arc::new(snapshot)));
-    (tx, registry(rx, top))
+/// A registry fed by a snapshot feed, like the server's.
+fn setup(snapshot: Snapshot, top: usize) -> (FeedPublisher, Registry) {
+    let (publisher, feed) = feed::channel();
+    publisher.publish(snapshot);
+    (publisher, registry(feed, top))
 }
 
 fn lines(registry: &Registry) -> Vec<String> {
@@ -204,8 +204,8 @@ deferscope_memory_read_seconds{{{L}}} 0.25
 
 #[test]
 fn nothing_before_the_first_snapshot() {
-    let (_tx, rx) = watch::channel(None);
-    assert_eq!(render(&registry(rx, 20)).unwrap(), "# EOF\n");
+    let (_publisher, feed) = feed::channel();
+    assert_eq!(render(&registry(feed, 20)).unwrap(), "# EOF\n");
 }
 
 #[test]
@@ -260,10 +260,10 @@ fn vanished_groups_disappear() {
     assert!(lines(&registry).iter().any(|l| l.starts_with("deferscope_goroutines_leaked{")));
     let mut next = fixture();
     next.leaks.retain(|g| g.wait_reason == "chan send");
-    next.defer_sites.retain(|s| s.line != 30);
-    next.goroutines.retain(|g| g.state != "running");
+    next.defer_sites.retain(|s| s.site.line != 30);
+    next.goroutines.retain(|g| g.state != GoroutineStatus::Running);
     next.probe_hits.pop();
-    tx.send_replace(Some(Arc::new(next)));
+    tx.publish(next);
     let lines = lines(&registry);
     let leaks: Vec<&String> = lines.iter().filter(|l| l.starts_with("deferscope_goroutines_leaked{")).collect();
     assert_eq!(leaks.len(), 1, "{leaks:#?}");
@@ -275,7 +275,7 @@ fn vanished_groups_disappear() {
     // No leaks at all: no leak series.
     let mut none = fixture();
     none.leaks.clear();
-    tx.send_replace(Some(Arc::new(none)));
+    tx.publish(none);
     assert!(!self::lines(&registry).iter().any(|l| l.starts_with("deferscope_goroutines_leaked")));
 }
 
@@ -298,7 +298,7 @@ fn counters_are_monotonic() {
     // A total that went backwards (say, a resync) does not make the counter do.
     next.totals.defers_pushed = 1400;
     next.probe_hits[0].hits = 1600;
-    tx.send_replace(Some(Arc::new(next)));
+    tx.publish(next);
     let second = lines(&registry);
     assert_eq!(value(&second, &handler), Some(5000.0));
     assert_eq!(value(&second, &other), Some(300.0 + 5.0 + 10.0));
@@ -330,7 +330,8 @@ fn label_values_are_escaped() {
 async fn serves_metrics_and_an_index_over_http() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-    let (_tx, rx) = watch::channel(Some(Arc::new(fixture())));
+    let (publisher, rx) = feed::channel();
+    publisher.publish(fixture());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);

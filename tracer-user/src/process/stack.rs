@@ -7,7 +7,7 @@
 //! above it is the return address into the caller. `mcall` (through which
 //! every parked goroutine went) stores the parking function's frame pointer
 //! in `sched.bp` and the return address into it in `sched.pc`.
-use crate::target::memory::ProcessMemory;
+use crate::process::memory::ProcessMemory;
 
 /// Frames kept per goroutine: enough to get past the runtime to user code and
 /// a few callers up; deeper stacks are cut (and marked so by the caller).

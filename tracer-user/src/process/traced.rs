@@ -30,7 +30,7 @@ fn io_error(pid: u32, path: &Path, source: io::Error) -> ProcessError {
 
 /// A running process, identified by PID.
 #[derive(Clone, Debug)]
-pub struct TargetProcess {
+pub struct TracedProcess {
     pub pid: u32,
     /// `/proc/PID/exe`: opens the executable the process runs even when the
     /// file on disk was replaced or deleted (uprobes attach to this inode).
@@ -40,7 +40,7 @@ pub struct TargetProcess {
     pub exe_inode: u64,
 }
 
-impl TargetProcess {
+impl TracedProcess {
     pub fn open(pid: u32) -> Result<Self, ProcessError> {
         if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
             return Err(ProcessError::NoSuchProcess(pid));
@@ -79,11 +79,15 @@ impl TargetProcess {
         if !is_pie {
             return Ok(0);
         }
-        let mappings = self.exe_mappings()?;
-        let (start, _) =
-            mappings.iter().find(|(_, off)| *off == 0).ok_or(ProcessError::ExeNotMapped { pid: self.pid })?;
-        Ok(start.wrapping_sub(first_load_vaddr & !0xfff))
+        bias_from_mappings(&self.exe_mappings()?, first_load_vaddr).ok_or(ProcessError::ExeNotMapped { pid: self.pid })
     }
+}
+
+/// The kernel maps the segment at file offset 0 at its page-aligned link
+/// address plus the bias.
+fn bias_from_mappings(mappings: &[(u64, u64)], first_load_vaddr: u64) -> Option<u64> {
+    let (start, _) = mappings.iter().find(|(_, off)| *off == 0)?;
+    Some(start.wrapping_sub(first_load_vaddr & !0xfff))
 }
 
 /// Parses /proc/PID/maps lines `start-end perms offset dev inode path` and
@@ -119,14 +123,21 @@ mod tests {
     }
 
     #[test]
+    fn load_bias_from_the_mapping_at_offset_zero() {
+        let maps = [(0x5555_5540_0000, 0x1000), (0x5555_5500_0000, 0)];
+        assert_eq!(bias_from_mappings(&maps, 0x400000), Some(0x5555_5500_0000 - 0x400000));
+        assert_eq!(bias_from_mappings(&maps[..1], 0x400000), None);
+    }
+
+    #[test]
     fn missing_pid_is_a_clear_error() {
-        let err = TargetProcess::open(u32::MAX - 1).unwrap_err();
+        let err = TracedProcess::open(u32::MAX - 1).unwrap_err();
         assert_eq!(err.to_string(), format!("no process with PID {}", u32::MAX - 1));
     }
 
     #[test]
     fn own_process() {
-        let me = TargetProcess::open(std::process::id()).expect("self");
+        let me = TracedProcess::open(std::process::id()).expect("self");
         assert!(me.is_alive());
         assert!(!me.exe_mappings().expect("maps").is_empty());
     }

@@ -4,89 +4,26 @@
 //! This is how deferscope knows chains that were built before it attached, and
 //! how it resynchronises: events give changes, memory gives the truth for a
 //! goroutine that is not running. A chain is only trusted when the goroutine
-//! could not run while it was read (see [`GoroutineMemory::consistent`]).
+//! could not run while it was read (see [`ScannedGoroutine::consistent`]).
 use std::sync::Mutex;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
-    gobin::RuntimeLayout,
-    target::{
+    goruntime::{
+        GoroutineStatus, RuntimeLayout,
+        defers::{self, DeferRecord},
+    },
+    process::{
         memory::{MemoryError, ProcessMemory, field_u8, field_u32, field_u64},
         monotonic_ns, stack,
     },
 };
 
-/// `g.atomicstatus` without the `_Gscan` bit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GoroutineStatus {
-    Idle,
-    Runnable,
-    Running,
-    Syscall,
-    Waiting,
-    Dead,
-    CopyStack,
-    Preempted,
-    /// Go 1.26+: the GC found it unreachable while blocked (goroutineleak).
-    Leaked,
-    /// Go 1.26+: a g kept for cgo callbacks on extra Ms.
-    DeadExtra,
-    Unknown(u32),
-}
-
-impl GoroutineStatus {
-    const SCAN_BIT: u32 = 0x1000;
-
-    pub fn from_raw(raw: u32) -> Self {
-        match raw & !Self::SCAN_BIT {
-            0 => Self::Idle,
-            1 => Self::Runnable,
-            2 => Self::Running,
-            3 => Self::Syscall,
-            4 => Self::Waiting,
-            6 => Self::Dead,
-            8 => Self::CopyStack,
-            9 => Self::Preempted,
-            10 => Self::Leaked,
-            11 => Self::DeadExtra,
-            other => Self::Unknown(other),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Runnable => "runnable",
-            Self::Running => "running",
-            Self::Syscall => "syscall",
-            Self::Waiting => "waiting",
-            Self::Dead => "dead",
-            Self::CopyStack => "copystack",
-            Self::Preempted => "preempted",
-            Self::Leaked => "leaked",
-            Self::DeadExtra => "dead",
-            Self::Unknown(_) => "unknown",
-        }
-    }
-
-    /// Whether the g holds a goroutine (as `runtime.gcount` counts them).
-    pub fn is_live(self) -> bool {
-        !matches!(self, Self::Dead | Self::DeadExtra | Self::Idle)
-    }
-
-    /// Whether the goroutine may be executing Go code, and so changing its
-    /// defer chain, right now. `_Gcopystack` moves the chain, so it counts too.
-    pub fn may_change_chain(self) -> bool {
-        matches!(self, Self::Running | Self::CopyStack | Self::Unknown(_))
-    }
-}
-
 /// One goroutine read from memory. Addresses are the target's runtime ones.
 #[derive(Clone, Debug)]
-pub struct GoroutineMemory {
+pub struct ScannedGoroutine {
     pub goid: u64,
-    pub g_addr: u64,
     pub status: GoroutineStatus,
     pub wait_reason: u8,
     pub waitsince: i64,
@@ -95,18 +32,12 @@ pub struct GoroutineMemory {
     pub parent_goid: Option<u64>,
     pub sched_sp: u64,
     pub sched_pc: u64,
-    pub sched_bp: u64,
-    pub sched_lr: u64,
-    pub stack_lo: u64,
-    pub stack_hi: u64,
     /// Call sites (return addresses) of the defer records, newest first.
     /// 0 where the record does not say (pending range-over-func records).
     pub defer_sites: Vec<u64>,
     /// The goroutine could not have run while its chain was read: same goid,
     /// status and chain head before and after, and not running.
     pub consistent: bool,
-    /// The walk stopped at the safety bound or at an unreadable record.
-    pub chain_truncated: bool,
     /// `g.trackingSeq`: bumped by the runtime every time the goroutine stops
     /// running, so a change between two reads proves it ran in between.
     pub tracking_seq: Option<u8>,
@@ -115,23 +46,24 @@ pub struct GoroutineMemory {
     pub stack_pcs: Vec<u64>,
 }
 
-impl GoroutineMemory {
+impl ScannedGoroutine {
+    #[cfg(test)]
     pub fn defer_depth(&self) -> u64 {
         self.defer_sites.len() as u64
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct MemorySnapshot {
+pub struct GoroutineScan {
     /// CLOCK_MONOTONIC before the first read and after the last one.
     pub t_start_ns: u64,
     pub t_end_ns: u64,
     /// Every non-dead goroutine (system ones included).
-    pub goroutines: Vec<GoroutineMemory>,
+    pub goroutines: Vec<ScannedGoroutine>,
 }
 
-/// Reads goroutines from the target. Cheap to keep; `snapshot` does the I/O.
-pub struct MemoryWalker {
+/// Reads goroutines from the target. Cheap to keep; `scan` does the I/O.
+pub struct GoroutineScanner {
     mem: ProcessMemory,
     layout: RuntimeLayout,
     /// Runtime address of the `runtime.allgs` slice header.
@@ -140,7 +72,7 @@ pub struct MemoryWalker {
     allglen: Option<u64>,
     /// Chains and stacks from the previous read, by goid, reused while the
     /// goroutine has provably not run since (see [`Unchanged`]): a server
-    /// with 100k parked goroutines costs one read of each g per snapshot,
+    /// with 100k parked goroutines costs one read of each g per scan,
     /// not a walk of every chain and stack.
     cache: Mutex<HashMap<u64, Cached>>,
 }
@@ -171,10 +103,8 @@ struct Cached {
 const MAX_CHAIN: usize = 1 << 24;
 /// Upper bound for allglen, for the same reason.
 const MAX_GOROUTINES: u64 = 1 << 24;
-/// Go's `badDefer()` sentinel terminating a drained range-over-func list.
-const BAD_DEFER: u64 = 1;
 
-impl MemoryWalker {
+impl GoroutineScanner {
     pub fn new(mem: ProcessMemory, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
         Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::default()) }
     }
@@ -203,14 +133,14 @@ impl MemoryWalker {
     }
 
     /// Reads every live goroutine and its defer chain.
-    pub fn snapshot(&self) -> Result<MemorySnapshot, MemoryError> {
+    pub fn scan(&self) -> Result<GoroutineScan, MemoryError> {
         let t_start_ns = monotonic_ns();
         let mut goroutines = Vec::new();
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next_cache = HashMap::with_capacity_and_hasher(cache.len(), Default::default());
         for g_addr in self.all_g_addresses()? {
             // A g can be freed and reused while we read; an unreadable one is
-            // skipped rather than failing the whole snapshot.
+            // skipped rather than failing the whole scan.
             if let Ok(Some((g, cached))) = self.read_goroutine_cached(g_addr, &cache) {
                 if let Some(cached) = cached {
                     next_cache.insert(g.goid, cached);
@@ -219,7 +149,7 @@ impl MemoryWalker {
             }
         }
         *cache = next_cache;
-        Ok(MemorySnapshot { t_start_ns, t_end_ns: monotonic_ns(), goroutines })
+        Ok(GoroutineScan { t_start_ns, t_end_ns: monotonic_ns(), goroutines })
     }
 
     fn read_g(&self, g_addr: u64) -> Result<Vec<u8>, MemoryError> {
@@ -232,11 +162,11 @@ impl MemoryWalker {
         &self,
         g_addr: u64,
         cache: &HashMap<u64, Cached>,
-    ) -> Result<Option<(GoroutineMemory, Option<Cached>)>, MemoryError> {
+    ) -> Result<Option<(ScannedGoroutine, Option<Cached>)>, MemoryError> {
         let l = &self.layout;
         let before = self.read_g(g_addr)?;
         let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
-        let status = GoroutineStatus::from_raw(raw_status);
+        let status = l.g_statuses.decode(raw_status);
         if !status.is_live() {
             return Ok(None);
         }
@@ -253,15 +183,7 @@ impl MemoryWalker {
         });
         let reusable = key.filter(|_| !status.may_change_chain());
         if let Some(hit) = reusable.and_then(|key| cache.get(&goid).filter(|c| c.key == key)) {
-            let g = self.goroutine_from(
-                &before,
-                g_addr,
-                status,
-                hit.defer_sites.clone(),
-                true,
-                false,
-                hit.stack_pcs.clone(),
-            );
+            let g = self.goroutine_from(&before, status, hit.defer_sites.clone(), true, hit.stack_pcs.clone());
             let again = Cached { key: hit.key, defer_sites: hit.defer_sites.clone(), stack_pcs: hit.stack_pcs.clone() };
             return Ok(Some((g, Some(again))));
         }
@@ -274,15 +196,10 @@ impl MemoryWalker {
         Ok(Some((g, cached)))
     }
 
-    pub fn read_goroutine(&self, g_addr: u64) -> Result<Option<GoroutineMemory>, MemoryError> {
-        let before = self.read_g(g_addr)?;
-        self.read_goroutine_from(g_addr, before)
-    }
-
-    fn read_goroutine_from(&self, g_addr: u64, before: Vec<u8>) -> Result<Option<GoroutineMemory>, MemoryError> {
+    fn read_goroutine_from(&self, g_addr: u64, before: Vec<u8>) -> Result<Option<ScannedGoroutine>, MemoryError> {
         let l = &self.layout;
         let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
-        let status = GoroutineStatus::from_raw(raw_status);
+        let status = l.g_statuses.decode(raw_status);
         if !status.is_live() {
             return Ok(None);
         }
@@ -305,34 +222,27 @@ impl MemoryWalker {
         let stack_lo = field_u64(&before, l.g_stack_lo).unwrap_or(0);
         let stack_hi = field_u64(&before, l.g_stack_hi).unwrap_or(0);
         // Only a goroutine that is off-CPU has meaningful saved registers.
-        let stack_pcs = if matches!(
-            status,
-            GoroutineStatus::Waiting | GoroutineStatus::Runnable | GoroutineStatus::Preempted | GoroutineStatus::Leaked
-        ) {
+        let stack_pcs = if status.has_saved_registers() {
             stack::unwind(&self.mem, sched_pc, sched_bp, stack_lo, stack_hi)
         } else {
             Vec::new()
         };
-        Ok(Some(self.goroutine_from(&before, g_addr, status, defer_sites, consistent, chain_truncated, stack_pcs)))
+        Ok(Some(self.goroutine_from(&before, status, defer_sites, consistent && !chain_truncated, stack_pcs)))
     }
 
-    /// Assembles a [`GoroutineMemory`] from a read of its g.
-    #[allow(clippy::too_many_arguments)]
+    /// Assembles a [`ScannedGoroutine`] from a read of its g.
     fn goroutine_from(
         &self,
         g: &[u8],
-        g_addr: u64,
         status: GoroutineStatus,
         defer_sites: Vec<u64>,
         consistent: bool,
-        chain_truncated: bool,
         stack_pcs: Vec<u64>,
-    ) -> GoroutineMemory {
+    ) -> ScannedGoroutine {
         let l = &self.layout;
         let sched = l.g_sched;
-        GoroutineMemory {
+        ScannedGoroutine {
             goid: field_u64(g, l.g_goid).unwrap_or(0),
-            g_addr,
             status,
             wait_reason: field_u8(g, l.g_waitreason).unwrap_or(0),
             waitsince: field_u64(g, l.g_waitsince).unwrap_or(0) as i64,
@@ -341,13 +251,8 @@ impl MemoryWalker {
             parent_goid: l.g_parent_goid.and_then(|off| field_u64(g, off)),
             sched_sp: field_u64(g, sched + l.gobuf_sp).unwrap_or(0),
             sched_pc: field_u64(g, sched + l.gobuf_pc).unwrap_or(0),
-            sched_bp: field_u64(g, sched + l.gobuf_bp).unwrap_or(0),
-            sched_lr: field_u64(g, sched + l.gobuf_lr).unwrap_or(0),
-            stack_lo: field_u64(g, l.g_stack_lo).unwrap_or(0),
-            stack_hi: field_u64(g, l.g_stack_hi).unwrap_or(0),
             defer_sites,
-            consistent: consistent && !chain_truncated,
-            chain_truncated,
+            consistent,
             tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(g, off)),
             stack_pcs,
         }
@@ -384,34 +289,25 @@ impl MemoryWalker {
             let Ok(record) = self.mem.read_vec(d, l.defer_size as usize) else {
                 return (sites, true);
             };
-            let synthetic_open_defer =
-                l.defer_open_defer.and_then(|off| field_u8(&record, off)).is_some_and(|b| b != 0);
-            let is_rangefunc = l.defer_rangefunc.and_then(|off| field_u8(&record, off)).is_some_and(|b| b != 0);
-            // A range-over-func header (Go ≥ 1.22) is the only linked record
-            // without a function: it holds no deferred call. The probes leave
-            // it out of the depth too (see tracer-ebpf's pop_defer).
-            let is_header = l.defer_rangefunc.is_some() && field_u64(&record, l.defer_fn) == Some(0);
-            if is_rangefunc {
+            match defers::classify(l, &record) {
+                DeferRecord::Call { .. } => sites.push(field_u64(&record, l.defer_pc).unwrap_or(0)),
                 // Records deferred inside a range-over-func body wait on the
-                // header's list until the loop's function returns; they were
-                // pushed after the header, so they are newer.
-                if let Some(head_ptr) = l.defer_head.and_then(|off| field_u64(&record, off)) {
-                    if head_ptr != 0 {
-                        let mut pending = self.mem.read_u64(head_ptr).unwrap_or(0);
-                        while pending != 0 && pending != BAD_DEFER && sites.len() < MAX_CHAIN {
-                            let Ok(p) = self.mem.read_vec(pending, l.defer_size as usize) else {
-                                return (sites, true);
-                            };
-                            sites.push(self.pending_site(&p));
-                            pending = field_u64(&p, l.defer_link).unwrap_or(0);
-                        }
+                // holder's list until the loop's function returns; they were
+                // pushed after the holder, so they are newer.
+                DeferRecord::RangefuncHolder { head } if head != 0 => {
+                    let mut pending = self.mem.read_u64(head).unwrap_or(0);
+                    while pending != 0 && pending != defers::DRAINED_LIST && sites.len() < MAX_CHAIN {
+                        let Ok(p) = self.mem.read_vec(pending, l.defer_size as usize) else {
+                            return (sites, true);
+                        };
+                        sites.push(self.pending_site(&p));
+                        pending = field_u64(&p, l.defer_link).unwrap_or(0);
                     }
                 }
-            }
-            // Go ≤ 1.21 panics link synthetic records for open-coded frames;
-            // no deferproc pushed them, so they are not part of the depth.
-            if !synthetic_open_defer && !is_rangefunc && !is_header {
-                sites.push(field_u64(&record, l.defer_pc).unwrap_or(0));
+                // No deferred call of their own (the probes skip them too).
+                DeferRecord::RangefuncHolder { .. }
+                | DeferRecord::RangefuncHeader
+                | DeferRecord::SyntheticOpenDefer => {}
             }
             d = field_u64(&record, l.defer_link).unwrap_or(0);
         }
@@ -422,7 +318,7 @@ impl MemoryWalker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gobin::{Arch, GoVersion, builtin_layout};
+    use crate::gobin::{Arch, GoVersion};
 
     /// Fake runtime structures laid out like Go 1.24's, in this process's own
     /// memory, read back through /proc/self/mem like a real target's.
@@ -440,7 +336,7 @@ mod tests {
     impl FakeRuntime {
         fn new(minor: u32) -> Self {
             let version = GoVersion::parse(&format!("go1.{minor}.1")).expect("version");
-            let layout = builtin_layout(&version, Arch::X86_64).expect("table layout");
+            let layout = RuntimeLayout::from_table(&version, Arch::X86_64).expect("table layout");
             let mut rt = FakeRuntime {
                 layout,
                 allgs: Box::new([0; 3]),
@@ -453,7 +349,7 @@ mod tests {
             rt.allgs[1] = 1;
             rt.allgs[2] = 1;
             rt.set_u64(rt.layout.g_goid, 42);
-            rt.set_status(4); // _Gwaiting
+            rt.set_status("_Gwaiting");
             rt
         }
 
@@ -461,7 +357,9 @@ mod tests {
             self.g[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
         }
 
-        fn set_status(&mut self, status: u32) {
+        /// Sets `g.atomicstatus` to the runtime constant `name` (`_Gwaiting`).
+        fn set_status(&mut self, name: &str) {
+            let status = self.layout.g_statuses.value(name).expect("status constant");
             let off = self.layout.g_atomicstatus as usize;
             self.g[off..off + 4].copy_from_slice(&status.to_le_bytes());
         }
@@ -487,16 +385,16 @@ mod tests {
             self.set_u64(off, addr);
         }
 
-        fn walker(&self) -> MemoryWalker {
+        fn scanner(&self) -> GoroutineScanner {
             let mem = ProcessMemory::open(std::process::id()).expect("own memory");
-            MemoryWalker::new(mem, self.layout.clone(), self.allgs.as_ptr() as u64, None)
+            GoroutineScanner::new(mem, self.layout.clone(), self.allgs.as_ptr() as u64, None)
         }
     }
 
-    fn depth(walker: &MemoryWalker) -> (u64, bool) {
-        let snapshot = walker.snapshot().expect("snapshot");
-        assert_eq!(snapshot.goroutines.len(), 1);
-        let g = &snapshot.goroutines[0];
+    fn depth(scanner: &GoroutineScanner) -> (u64, bool) {
+        let scan = scanner.scan().expect("scan");
+        assert_eq!(scan.goroutines.len(), 1);
+        let g = &scan.goroutines[0];
         assert_eq!(g.goid, 42);
         (g.defer_depth(), g.consistent)
     }
@@ -507,9 +405,9 @@ mod tests {
         for pc in [10, 20, 30] {
             rt.push(pc, false);
         }
-        let walker = rt.walker();
-        let snapshot = walker.snapshot().expect("snapshot");
-        let g = &snapshot.goroutines[0];
+        let scanner = rt.scanner();
+        let scan = scanner.scan().expect("scan");
+        let g = &scan.goroutines[0];
         assert_eq!(g.defer_sites, vec![30, 20, 10], "newest first");
         assert!(g.consistent);
         assert_eq!(g.status, GoroutineStatus::Waiting);
@@ -521,19 +419,19 @@ mod tests {
         rt.set_tracking_seq(7);
         rt.push(10, false);
         rt.push(20, false);
-        let walker = rt.walker();
-        assert_eq!(depth(&walker), (2, true));
+        let scanner = rt.scanner();
+        assert_eq!(depth(&scanner), (2, true));
         // The chain changes behind an unchanged g (head, registers and
         // trackingSeq as before): the cache answers, proving it is used.
         let l = rt.layout.clone();
         rt.defers[0][l.defer_pc as usize] = 99;
-        assert_eq!(walker.snapshot().expect("snapshot").goroutines[0].defer_sites, vec![20, 10]);
+        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites, vec![20, 10]);
         // It ran in between (trackingSeq moved): read afresh.
         rt.set_tracking_seq(8);
-        assert_eq!(walker.snapshot().expect("snapshot").goroutines[0].defer_sites, vec![20, 99]);
+        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites, vec![20, 99]);
         // A running goroutine is never served from the cache, nor consistent.
-        rt.set_status(2);
-        assert_eq!(depth(&walker), (2, false));
+        rt.set_status("_Grunning");
+        assert_eq!(depth(&scanner), (2, false));
     }
 
     #[test]
@@ -542,24 +440,13 @@ mod tests {
         rt.push(10, false);
         rt.push(20, true); // converted header: linked, no function
         rt.push(30, false);
-        assert_eq!(rt.walker().snapshot().expect("snapshot").goroutines[0].defer_sites, vec![30, 10]);
+        assert_eq!(rt.scanner().scan().expect("snapshot").goroutines[0].defer_sites, vec![30, 10]);
     }
 
     #[test]
     fn dead_goroutines_are_skipped() {
         let mut rt = FakeRuntime::new(24);
-        rt.set_status(6); // _Gdead
-        assert!(rt.walker().snapshot().expect("snapshot").goroutines.is_empty());
-    }
-
-    #[test]
-    fn status_strips_scan_bit() {
-        assert_eq!(GoroutineStatus::from_raw(0x1004), GoroutineStatus::Waiting);
-        assert_eq!(GoroutineStatus::from_raw(2), GoroutineStatus::Running);
-        assert!(GoroutineStatus::Running.may_change_chain());
-        assert!(!GoroutineStatus::Waiting.may_change_chain());
-        assert!(!GoroutineStatus::Dead.is_live());
-        assert!(!GoroutineStatus::DeadExtra.is_live());
-        assert_eq!(GoroutineStatus::from_raw(77), GoroutineStatus::Unknown(77));
+        rt.set_status("_Gdead");
+        assert!(rt.scanner().scan().expect("snapshot").goroutines.is_empty());
     }
 }

@@ -1,0 +1,378 @@
+//! [`RuntimeLayout`]: offsets into the runtime's structs and the values of
+//! its enums, from the binary's DWARF or, for stripped binaries, from the
+//! built-in table `layouts.json`.
+//!
+//! The table is generated from every Go toolchain by `cargo xtask
+//! gen-layouts` (`xtask/gen-layouts/main.go`); never edit it by hand. Its
+//! records deserialise straight into [`RuntimeLayout`], so a field added here
+//! is a field the generator must emit.
+use std::{collections::BTreeMap, sync::OnceLock};
+
+use serde::Deserialize;
+
+use super::goroutines::GoroutineStatus;
+use crate::gobin::{Arch, DwarfFacts, GoBinError, GoBinary, GoVersion};
+
+/// The structs a [`RuntimeLayout`] is computed from.
+const STRUCTS: &[&str] = &["runtime.g", "runtime.gobuf", "runtime.m", "runtime._defer", "runtime.stack"];
+
+static TABLE_JSON: &str = include_str!("layouts.json");
+
+/// Offsets into runtime structures (bytes) and the runtime's enum values.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct RuntimeLayout {
+    pub g_size: u64,
+    pub g_stack_lo: u64,
+    pub g_stack_hi: u64,
+    pub g_defer: u64,
+    pub g_panic: u64,
+    pub g_m: u64,
+    pub g_sched: u64,
+    pub gobuf_sp: u64,
+    pub gobuf_pc: u64,
+    pub gobuf_lr: u64,
+    pub gobuf_bp: u64,
+    pub g_atomicstatus: u64,
+    pub g_goid: u64,
+    pub g_waitsince: u64,
+    pub g_waitreason: u64,
+    /// Absent before Go 1.21.
+    pub g_parent_goid: Option<u64>,
+    pub g_gopc: u64,
+    pub g_startpc: u64,
+    /// `g.trackingSeq` (uint8): bumped each time the goroutine stops
+    /// running. None if the runtime has no such field.
+    pub g_tracking_seq: Option<u64>,
+    pub m_curg: u64,
+    pub defer_size: u64,
+    pub defer_sp: u64,
+    pub defer_pc: u64,
+    pub defer_fn: u64,
+    pub defer_link: u64,
+    pub defer_heap: u64,
+    /// `_defer.openDefer` (Go ≤ 1.21), else None.
+    pub defer_open_defer: Option<u64>,
+    /// `_defer.rangefunc` (Go ≥ 1.22), else None.
+    pub defer_rangefunc: Option<u64>,
+    /// `_defer.head` (Go ≥ 1.22), else None.
+    pub defer_head: Option<u64>,
+    /// The `_G*` constants of `runtime2.go` (goroutine status values).
+    pub g_statuses: StatusCodes,
+    /// The `waitReason` enum and the strings Go prints for it.
+    pub wait_reasons: WaitReasons,
+    /// Where this layout came from: "dwarf" or "table:go1.24".
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
+/// version of the runtime numbers them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct StatusCodes(BTreeMap<String, u32>);
+
+impl StatusCodes {
+    /// Keeps the runtime constants that are goroutine statuses: `_G`
+    /// followed by lower case (`_Grunning`, `_Gscanwaiting`), not `_GCoff`
+    /// nor `_GoidCacheBatch`. The generator applies the same rule.
+    fn from_consts(consts: &[(String, i64)]) -> Self {
+        let is_status = |name: &str| {
+            name.strip_prefix("_G")
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        };
+        Self(
+            consts
+                .iter()
+                .filter(|(name, _)| is_status(name))
+                .filter_map(|(name, v)| Some((name.clone(), u32::try_from(*v).ok()?)))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn value(&self, name: &str) -> Option<u32> {
+        self.0.get(name).copied()
+    }
+
+    /// Decodes a raw `g.atomicstatus` (the `_Gscan` bit, set while the GC
+    /// scans the stack, is ignored).
+    pub(crate) fn decode(&self, raw: u32) -> GoroutineStatus {
+        let scan_bit = self.value("_Gscan").unwrap_or(0x1000);
+        let value = raw & !scan_bit;
+        let name = self.0.iter().find(|(name, v)| **v == value && !name.starts_with("_Gscan")).map(|(n, _)| n.as_str());
+        GoroutineStatus::from_constant(name).unwrap_or(GoroutineStatus::Unknown(value))
+    }
+}
+
+/// One value of the runtime's `waitReason` enum.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct WaitReason {
+    pub value: u8,
+    /// The constant's name (`waitReasonChanReceive`).
+    pub name: String,
+    /// What Go prints (`chan receive`).
+    pub string: String,
+}
+
+/// The `waitReason` enum of one runtime version (renumbered across versions).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct WaitReasons(Vec<WaitReason>);
+
+impl WaitReasons {
+    /// The string Go prints for `value`.
+    pub(crate) fn string(&self, value: u8) -> Option<&str> {
+        self.0.iter().find(|w| w.value == value).map(|w| w.string.as_str())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &WaitReason> {
+        self.0.iter()
+    }
+
+    /// A table with just these (value, string) pairs, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(u8, &str)]) -> Self {
+        Self(pairs.iter().map(|&(value, s)| WaitReason { value, name: String::new(), string: s.to_owned() }).collect())
+    }
+}
+
+/// One (Go minor version, GOARCH) record of `layouts.json`.
+#[derive(Deserialize)]
+struct Record {
+    /// The toolchain the record was generated with (`go1.24.11`).
+    #[allow(dead_code)]
+    go: String,
+    minor: u32,
+    arch: String,
+    #[serde(flatten)]
+    layout: RuntimeLayout,
+}
+
+#[derive(Deserialize)]
+struct Table {
+    layouts: Vec<Record>,
+}
+
+fn table() -> &'static Result<Vec<Record>, String> {
+    static TABLE: OnceLock<Result<Vec<Record>, String>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        serde_json::from_str::<Table>(TABLE_JSON)
+            .map(|t| t.layouts)
+            .map_err(|e| format!("built-in layouts.json is corrupt: {e}"))
+    })
+}
+
+/// Minor versions the built-in table covers for `arch`, ascending.
+pub(crate) fn builtin_minors(arch: Arch) -> Vec<u32> {
+    let mut minors: Vec<u32> = match table() {
+        Ok(t) => t.iter().filter(|r| r.arch == arch.goarch()).map(|r| r.minor).collect(),
+        Err(_) => Vec::new(),
+    };
+    minors.sort_unstable();
+    minors.dedup();
+    minors
+}
+
+impl RuntimeLayout {
+    /// The layout of `binary`'s runtime: from its DWARF when it has some,
+    /// else from the built-in table.
+    pub(crate) fn of(binary: &GoBinary) -> Result<Self, GoBinError> {
+        match binary.dwarf_facts(STRUCTS)? {
+            Some(facts) => Self::from_dwarf(&facts, binary.version(), binary.wait_reason_strings().as_deref()),
+            None => Self::from_table(binary.version(), binary.arch()),
+        }
+    }
+
+    /// The built-in table's layout for this version and architecture.
+    pub(crate) fn from_table(version: &GoVersion, arch: Arch) -> Result<Self, GoBinError> {
+        let t = table().as_ref().map_err(|e| GoBinError::Other(e.clone()))?;
+        let record = t
+            .iter()
+            .find(|r| version.major == 1 && r.minor == version.minor && r.arch == arch.goarch())
+            .ok_or_else(|| {
+                let known: Vec<String> = builtin_minors(arch).iter().map(|m| format!("1.{m}")).collect();
+                GoBinError::UnsupportedVersion(format!(
+                    "{} on {}: the binary has no DWARF and deferscope has no built-in runtime layout for it \
+                     (built-in: {}); rebuild the target without -ldflags=-s or regenerate the table with \
+                     `cargo xtask gen-layouts`",
+                    version.raw,
+                    arch.goarch(),
+                    known.join(", ")
+                ))
+            })?;
+        Ok(Self { source: format!("table:go1.{}", record.minor), ..record.layout.clone() })
+    }
+
+    /// Builds the layout from DWARF facts. `binary_strings` is the binary's
+    /// own `runtime.waitReasonStrings` when it could be read (index = value).
+    fn from_dwarf(
+        facts: &DwarfFacts,
+        version: &GoVersion,
+        binary_strings: Option<&[String]>,
+    ) -> Result<Self, GoBinError> {
+        let s = &facts.structs;
+        let member = |st: &str, m: &str| s.get(st).and_then(|x| x.1.get(m).copied());
+        let req = |st: &str, m: &str| member(st, m).ok_or_else(|| missing(&format!("{st}.{m}")));
+        let size = |st: &str| s.get(st).map(|x| x.0).filter(|&n| n > 0).ok_or_else(|| missing(&format!("struct {st}")));
+        let (g, d) = ("runtime.g", "runtime._defer");
+        let stack = req(g, "stack")?;
+        Ok(Self {
+            g_size: size(g)?,
+            g_stack_lo: stack + req("runtime.stack", "lo")?,
+            g_stack_hi: stack + req("runtime.stack", "hi")?,
+            g_defer: req(g, "_defer")?,
+            g_panic: req(g, "_panic")?,
+            g_m: req(g, "m")?,
+            g_sched: req(g, "sched")?,
+            gobuf_sp: req("runtime.gobuf", "sp")?,
+            gobuf_pc: req("runtime.gobuf", "pc")?,
+            gobuf_lr: req("runtime.gobuf", "lr")?,
+            gobuf_bp: req("runtime.gobuf", "bp")?,
+            g_atomicstatus: req(g, "atomicstatus")?,
+            g_goid: req(g, "goid")?,
+            g_waitsince: req(g, "waitsince")?,
+            g_waitreason: req(g, "waitreason")?,
+            g_parent_goid: member(g, "parentGoid"),
+            g_gopc: req(g, "gopc")?,
+            g_startpc: req(g, "startpc")?,
+            g_tracking_seq: member(g, "trackingSeq"),
+            m_curg: req("runtime.m", "curg")?,
+            defer_size: size(d)?,
+            defer_sp: req(d, "sp")?,
+            defer_pc: req(d, "pc")?,
+            defer_fn: req(d, "fn")?,
+            defer_link: req(d, "link")?,
+            defer_heap: req(d, "heap")?,
+            defer_open_defer: member(d, "openDefer"),
+            defer_rangefunc: member(d, "rangefunc"),
+            defer_head: member(d, "head"),
+            g_statuses: StatusCodes::from_consts(&facts.runtime_consts),
+            wait_reasons: wait_reasons_from_dwarf(&facts.runtime_consts, version, binary_strings),
+            source: "dwarf".to_string(),
+        })
+    }
+}
+
+fn missing(what: &str) -> GoBinError {
+    GoBinError::Malformed { what: "DWARF", detail: format!("no {what}") }
+}
+
+/// The `waitReason*` constants with their strings: the binary's own
+/// `waitReasonStrings` when readable, else the table's string for the same
+/// constant name (exact version first, then the newest: the synctest
+/// strings changed in 1.25).
+fn wait_reasons_from_dwarf(
+    consts: &[(String, i64)],
+    version: &GoVersion,
+    binary_strings: Option<&[String]>,
+) -> WaitReasons {
+    let mut records: Vec<&Record> = match table() {
+        Ok(t) => t.iter().collect(),
+        Err(_) => Vec::new(),
+    };
+    records.sort_by_key(|r| (r.minor != version.minor, std::cmp::Reverse(r.minor)));
+    let table_string = |name: &str| {
+        records.iter().flat_map(|r| r.layout.wait_reasons.iter()).find(|w| w.name == name).map(|w| w.string.clone())
+    };
+    let mut reasons: Vec<WaitReason> = consts
+        .iter()
+        .filter(|(name, _)| name.starts_with("waitReason"))
+        .filter_map(|(name, v)| {
+            let value = u8::try_from(*v).ok()?;
+            let string =
+                binary_strings.and_then(|b| b.get(usize::from(value)).cloned()).or_else(|| table_string(name))?;
+            Some(WaitReason { value, name: name.clone(), string })
+        })
+        .collect();
+    reasons.sort_by_key(|w| w.value);
+    reasons.dedup_by_key(|w| w.value);
+    WaitReasons(reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gobin::tests as gobin_tests;
+
+    #[test]
+    fn dwarf_and_table_agree_on_every_fixture() {
+        let Some(fx) = gobin_tests::fixtures() else { return };
+        for f in &fx {
+            let b = gobin_tests::open(f);
+            let ctx = f.path.display();
+            let minor = b.version().minor;
+            let table = RuntimeLayout::from_table(b.version(), b.arch()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert_eq!(table.source, format!("table:go1.{minor}"));
+            let got = RuntimeLayout::of(&b).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            if b.has_dwarf() {
+                assert_eq!(got.source, "dwarf", "{ctx}");
+                let facts = b.dwarf_facts(STRUCTS).expect("dwarf").expect("has DWARF");
+                assert!(
+                    facts.runtime_consts.iter().any(|(n, _)| n.starts_with("waitReason")),
+                    "{ctx}: no waitReason in DWARF"
+                );
+            } else {
+                assert_eq!(got.source, table.source, "{ctx}");
+            }
+            assert_eq!(
+                RuntimeLayout { source: String::new(), ..got.clone() },
+                RuntimeLayout { source: String::new(), ..table },
+                "{ctx}"
+            );
+            assert_eq!(got.g_parent_goid.is_some(), minor >= 21, "{ctx}");
+            assert_eq!(got.defer_open_defer.is_some(), minor <= 21, "{ctx}");
+            assert_eq!(got.defer_head.is_some(), minor >= 22, "{ctx}");
+            assert!(got.wait_reasons.string(0).is_some(), "{ctx}");
+            assert!(got.wait_reasons.iter().any(|w| w.string == "chan receive"), "{ctx}");
+            assert_eq!(
+                got.g_statuses.decode(got.g_statuses.value("_Gwaiting").expect("_Gwaiting")),
+                GoroutineStatus::Waiting
+            );
+        }
+    }
+
+    fn v(minor: u32) -> GoVersion {
+        GoVersion { major: 1, minor, patch: 0, raw: format!("go1.{minor}") }
+    }
+
+    #[test]
+    fn builtin_table_shape() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            assert_eq!(builtin_minors(arch), vec![19, 21, 22, 23, 24, 25, 26, 27], "{arch:?}");
+        }
+        for minor in builtin_minors(Arch::X86_64) {
+            let a = RuntimeLayout::from_table(&v(minor), Arch::X86_64).expect("amd64");
+            let b = RuntimeLayout::from_table(&v(minor), Arch::Aarch64).expect("arm64");
+            assert_eq!(a, b, "go1.{minor}: arm64 layout differs from amd64");
+            assert_eq!(a.g_statuses.decode(2), GoroutineStatus::Running, "go1.{minor}");
+            assert_eq!(a.g_statuses.decode(0x1004), GoroutineStatus::Waiting, "go1.{minor}: scan bit");
+        }
+        // Spot checks against research/go-runtime.md §4 (DWARF dumps).
+        let l21 = RuntimeLayout::from_table(&v(21), Arch::X86_64).expect("1.21");
+        assert_eq!(
+            (l21.g_goid, l21.g_parent_goid, l21.g_size, l21.m_curg, l21.defer_size),
+            (152, Some(272), 408, 192, 72)
+        );
+        let l27 = RuntimeLayout::from_table(&v(27), Arch::X86_64).expect("1.27");
+        assert_eq!((l27.g_goid, l27.g_startpc, l27.g_size, l27.m_curg, l27.gobuf_lr), (152, 304, 456, 184, 32));
+        assert_eq!(l27.wait_reasons.string(19), Some("chan receive"));
+        assert_eq!(l27.g_statuses.decode(10), GoroutineStatus::Leaked);
+        assert_eq!(l27.g_statuses.decode(11), GoroutineStatus::DeadExtra);
+        assert_eq!(l21.g_statuses.value("_Gleaked"), None, "1.26+ only");
+        assert_eq!(l21.g_statuses.decode(77), GoroutineStatus::Unknown(77));
+        let err = RuntimeLayout::from_table(&v(40), Arch::X86_64).expect_err("unknown");
+        assert!(matches!(err, GoBinError::UnsupportedVersion(ref m) if m.contains("no DWARF")), "{err}");
+    }
+
+    #[test]
+    fn status_constants_are_told_apart_from_their_neighbours() {
+        let consts: Vec<(String, i64)> =
+            [("_Grunning", 2), ("_GCoff", 0), ("_GoidCacheBatch", 16), ("_Gscan", 0x1000), ("_Gscanrunning", 0x1002)]
+                .iter()
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect();
+        let codes = StatusCodes::from_consts(&consts);
+        assert_eq!(codes.value("_GCoff"), None);
+        assert_eq!(codes.value("_GoidCacheBatch"), None);
+        assert_eq!(codes.decode(0x1002), GoroutineStatus::Running);
+    }
+}
