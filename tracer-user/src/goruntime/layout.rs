@@ -72,6 +72,10 @@ pub(crate) struct RuntimeLayout {
 pub(crate) struct StatusCodes(BTreeMap<String, u32>);
 
 impl StatusCodes {
+    /// The statuses every supported runtime has; without them no goroutine
+    /// could be classified (the generator requires them too).
+    const REQUIRED: &[&str] = &["_Gidle", "_Grunnable", "_Grunning", "_Gsyscall", "_Gwaiting", "_Gdead", "_Gscan"];
+
     /// Keeps the runtime constants that are goroutine statuses: `_G`
     /// followed by lower case (`_Grunning`, `_Gscanwaiting`), not `_GCoff`
     /// nor `_GoidCacheBatch`. The generator applies the same rule.
@@ -215,6 +219,10 @@ impl RuntimeLayout {
         let size = |st: &str| s.get(st).map(|x| x.0).filter(|&n| n > 0).ok_or_else(|| missing(&format!("struct {st}")));
         let (g, d) = ("runtime.g", "runtime._defer");
         let stack = req(g, "stack")?;
+        let g_statuses = StatusCodes::from_consts(&facts.runtime_consts);
+        if let Some(absent) = StatusCodes::REQUIRED.iter().find(|name| g_statuses.value(name).is_none()) {
+            return Err(missing(&format!("goroutine status constant runtime.{absent}")));
+        }
         Ok(Self {
             g_size: size(g)?,
             g_stack_lo: stack + req("runtime.stack", "lo")?,
@@ -245,7 +253,7 @@ impl RuntimeLayout {
             defer_open_defer: member(d, "openDefer"),
             defer_rangefunc: member(d, "rangefunc"),
             defer_head: member(d, "head"),
-            g_statuses: StatusCodes::from_consts(&facts.runtime_consts),
+            g_statuses,
             wait_reasons: wait_reasons_from_dwarf(&facts.runtime_consts, version, binary_strings),
             source: "dwarf".to_string(),
         })
