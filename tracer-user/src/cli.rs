@@ -52,6 +52,14 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub metrics_top_sites: usize,
 
+    /// Keep the estimated slowdown of the target under PERCENT of its CPU
+    /// time: over budget, the costliest probes are detached (heap defers
+    /// last) and what they measured is read from memory instead; they are
+    /// re-attached when the target's rates fall. `none`: every probe stays
+    /// attached and every count is exact.
+    #[arg(long, value_name = "PERCENT|none", default_value = "1", value_parser = crate::governor::Budget::parse)]
+    pub overhead_budget: crate::governor::Budget,
+
     /// No terminal UI: with --json print JSON, otherwise only serve
     /// --metrics-addr (run as a service).
     #[arg(long)]
@@ -103,6 +111,9 @@ mod tests {
         assert!(o.json);
         assert_eq!(o.interval, Duration::from_millis(250));
         assert_eq!(o.top, Some(5));
+        assert_eq!(o.overhead_budget, crate::governor::Budget::Ratio(0.01), "governed by default");
+        let exact = Options::try_parse_from(["deferscope", "-p", "1", "--overhead-budget", "none"]).expect("parse");
+        assert_eq!(exact.overhead_budget, crate::governor::Budget::Unlimited);
         assert!(Options::try_parse_from(["deferscope"]).is_err());
     }
 }

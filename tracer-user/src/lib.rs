@@ -11,6 +11,7 @@ pub(crate) mod exporters;
 pub(crate) mod feed;
 pub mod gobin;
 pub mod goruntime;
+pub mod governor;
 pub(crate) mod output;
 pub(crate) mod probes;
 pub(crate) mod process;
