@@ -117,7 +117,10 @@ pub mod counter {
     /// popDefer hits skipped because the record was a range-over-func header
     /// (it holds no deferred call, so it is not part of the depth).
     pub const RANGEFUNC_HEADER_SKIPPED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Hits of the `calibrate` probe on deferscope's own calibration point
+    /// (measuring what one probe hit costs on this kernel).
+    pub const CALIBRATION_HITS: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Names of the read-only globals that userspace sets before loading.

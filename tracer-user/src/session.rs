@@ -11,12 +11,18 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
+use tracer_common::ProbeId;
+
 use crate::{
-    aggregate::{Aggregator, ProcessInfo, SnapshotInputs, model::ProbeHits},
+    aggregate::{
+        Aggregator, Coverage, ProcessInfo, SnapshotInputs,
+        model::{Mode, Overhead, ProbeHits, ProbeState},
+    },
     cli::Options,
     feed,
     gobin::{GoBinError, GoBinary},
     goruntime,
+    governor::{Budget, Governor, Window},
     output::{NothingToShow, OutputMode},
     probes::{self, Probes},
     process::{GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess},
@@ -124,15 +130,28 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
 
     let mut probes = Probes::attach(&process, &binary, scanner.layout())?;
-    log::info!("attached to {:?}", probes.attached_functions());
+    log::info!("attached to {:?}", probes.functions());
     let mut events = probes.take_events()?;
+    let cost_per_hit_ns = match probes.calibrate() {
+        Ok(ns) => {
+            log::info!("one probe hit costs {ns:.0} ns on this kernel");
+            ns
+        }
+        Err(e) => {
+            log::warn!("measuring the cost of a probe hit failed ({e}); assuming {FALLBACK_COST_NS} ns");
+            FALLBACK_COST_NS
+        }
+    };
+    let mut governor = Governor::new(options.overhead_budget, cost_per_hit_ns, probes.groups());
+    let mut cpu = CpuClock::new(process.pid, probes.counters().hits);
+    let mut switches = 0u64;
 
     let info = ProcessInfo {
         pid: process.pid,
         exe: process.exe_name(),
         go_version: binary.version().raw.clone(),
         arch: binary.arch().name().to_owned(),
-        probes: probes.attached_functions(),
+        probes: probes.functions(),
     };
     let mut aggregator = Aggregator::new(scanner.layout().wait_reasons.clone());
     let mut symbols = BinarySymbols::new(binary.clone(), bias);
@@ -170,6 +189,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     let mut resync_tick = tokio::time::interval(options.resync.unwrap_or(options.interval));
     resync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     resync_tick.tick().await;
+    let mut governor_tick = tokio::time::interval(GOVERNOR_WINDOW);
+    governor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    governor_tick.tick().await;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = options.duration.map(|d| Instant::now() + d);
@@ -207,6 +229,32 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     });
                 }
             }
+            _ = governor_tick.tick() => {
+                let Some(window) = cpu.window(probes.counters().hits) else { continue };
+                for switch in governor.observe(&window) {
+                    // Everything the probes said so far counts under the old coverage.
+                    drain(events.get_mut(), &mut aggregator);
+                    let result = if switch.attach { probes.attach_group(switch.group) } else { probes.detach(switch.group) };
+                    drain(events.get_mut(), &mut aggregator);
+                    match result {
+                        Ok(()) => {
+                            switches += 1;
+                            log::warn!(
+                                "overhead governor: {} {} probes: {}",
+                                if switch.attach { "re-attached" } else { "detached" },
+                                switch.group.name(),
+                                switch.reason
+                            );
+                        }
+                        Err(e) if switch.attach => {
+                            governor.attach_failed(switch.group);
+                            log::warn!("overhead governor: re-attaching {} probes failed: {e}", switch.group.name());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    aggregator.set_coverage(coverage(&probes), crate::process::monotonic_ns());
+                }
+            }
             _ = output_tick.tick() => {
                 if !process.is_alive() {
                     target_exited = true;
@@ -214,7 +262,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 }
                 drain(events.get_mut(), &mut aggregator);
                 aggregator.set_events_lost(probes.counters().events_lost);
-                let snapshot = aggregator.snapshot(&info, &mut symbols, &snapshot_inputs(&options, &probes, started, details));
+                let inputs = snapshot_inputs(&options, &probes, started, details, &governor, switches);
+                let snapshot = aggregator.snapshot(&info, &mut symbols, &inputs);
                 mode.print(&snapshot, options.top)?;
                 publisher.publish(snapshot);
             }
@@ -227,7 +276,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     // The last snapshot, with every event the ring still holds.
     drain(events.get_mut(), &mut aggregator);
     aggregator.set_events_lost(probes.counters().events_lost);
-    let mut last = aggregator.snapshot(&info, &mut symbols, &snapshot_inputs(&options, &probes, started, details));
+    let inputs = snapshot_inputs(&options, &probes, started, details, &governor, switches);
+    let mut last = aggregator.snapshot(&info, &mut symbols, &inputs);
     last.target_exited = target_exited || !process.is_alive();
     mode.print(&last, options.top)?;
     let keep_screen = last.target_exited;
@@ -254,13 +304,109 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     Ok(())
 }
 
-fn snapshot_inputs(options: &Options, probes: &Probes, started: Instant, details: bool) -> SnapshotInputs {
+/// How often the overhead governor looks at the probes' cost.
+const GOVERNOR_WINDOW: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Assumed cost of a probe hit when it cannot be measured (a VM's order of
+/// magnitude).
+const FALLBACK_COST_NS: f64 = 3000.0;
+
+/// Which event streams are complete with the probes attached now.
+fn coverage(probes: &Probes) -> Coverage {
+    let states: Vec<(ProbeId, bool)> = probes.states().map(|(_, p, attached)| (p, attached)).collect();
+    let all = |pred: fn(ProbeId) -> bool| states.iter().filter(|(p, _)| pred(*p)).all(|(_, a)| *a);
+    let is_push = |p: ProbeId| matches!(p, ProbeId::DeferProc | ProbeId::DeferProcStack | ProbeId::DeferProcAt);
+    Coverage {
+        pushes: all(is_push),
+        some_pushes: states.iter().any(|(p, a)| is_push(*p) && *a),
+        pops: all(|p| matches!(p, ProbeId::PopDefer | ProbeId::FreeDefer)),
+        goroutines: all(|p| matches!(p, ProbeId::Goexit1 | ProbeId::NewProcReturn)),
+    }
+}
+
+/// The target's CPU time, from `/proc/PID/stat` (user + system, in clock
+/// ticks), and the probe hits at the previous window.
+struct CpuClock {
+    stat: std::path::PathBuf,
+    ticks_per_s: u64,
+    last: Option<(Instant, u64)>,
+    last_hits: [u64; tracer_common::PROBE_COUNT as usize],
+}
+
+impl CpuClock {
+    fn new(pid: u32, hits: [u64; tracer_common::PROBE_COUNT as usize]) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let mut clock = Self {
+            stat: format!("/proc/{pid}/stat").into(),
+            ticks_per_s: u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100),
+            last: None,
+            last_hits: hits,
+        };
+        clock.last = clock.cpu_ns().map(|ns| (Instant::now(), ns));
+        clock
+    }
+
+    fn cpu_ns(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(&self.stat).ok()?;
+        // The command name can hold spaces and parentheses: fields count from
+        // the last ')'. utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some((utime + stime) * 1_000_000_000 / self.ticks_per_s)
+    }
+
+    /// What happened since the previous call.
+    fn window(&mut self, hits: [u64; tracer_common::PROBE_COUNT as usize]) -> Option<Window> {
+        let now = (Instant::now(), self.cpu_ns()?);
+        let (then, cpu_then) = self.last.replace(now)?;
+        let mut window = Window {
+            elapsed_ns: u64::try_from(now.0.duration_since(then).as_nanos()).unwrap_or(u64::MAX),
+            target_cpu_ns: now.1.saturating_sub(cpu_then),
+            ..Window::default()
+        };
+        for (i, h) in hits.iter().enumerate() {
+            window.hits[i] = h.saturating_sub(self.last_hits[i]);
+        }
+        self.last_hits = hits;
+        Some(window)
+    }
+}
+
+fn snapshot_inputs(
+    options: &Options,
+    probes: &Probes,
+    started: Instant,
+    details: bool,
+    governor: &Governor,
+    switches: u64,
+) -> SnapshotInputs {
     let counters = probes.counters();
+    let mut mode = Mode::Exact;
     let probe_hits = probes
-        .attached()
-        .iter()
-        .map(|(function, probe)| ProbeHits { function: function.clone(), hits: counters.hits[*probe as usize] })
+        .states()
+        .map(|(function, probe, attached)| {
+            if !attached {
+                mode = Mode::Sampled;
+            }
+            ProbeHits {
+                function: function.to_owned(),
+                hits: counters.hits[probe as usize],
+                state: if attached { ProbeState::Attached } else { ProbeState::Detached },
+            }
+        })
         .collect();
+    let overhead = Overhead {
+        budget_ratio: match governor.budget() {
+            Budget::Ratio(r) => Some(r),
+            Budget::Unlimited => None,
+        },
+        estimate_ratio: governor.estimate(),
+        cost_per_hit_ns: governor.cost_per_hit_ns(),
+        switches,
+    };
     SnapshotInputs {
         time: rfc3339_now(),
         top: None,
@@ -269,6 +415,8 @@ fn snapshot_inputs(options: &Options, probes: &Probes, started: Instant, details
         leak_after_ns: u64::try_from(options.leak_after.as_nanos()).unwrap_or(u64::MAX),
         trace_uptime_s: started.elapsed().as_secs_f64(),
         probe_hits,
+        mode,
+        overhead: Some(overhead),
     }
 }
 

@@ -13,6 +13,14 @@
 //! - events stamped after are not, and are applied on top;
 //! - a goroutine with an event already applied at or after `t_start` keeps its
 //!   event-derived chain (the read may have raced with it).
+//!
+//! Coverage. Depths come from events only while every defer probe (all the
+//! push probes and the pop probe) is attached: a partial stream (say pushes
+//! without pops) never moves a depth. When the overhead governor detaches one,
+//! chains come from memory reads alone, exact for goroutines read
+//! consistently (parked) and marked inexact otherwise, and the attached probes
+//! only count. When they are all back, every goroutine needs a new baseline
+//! from a read that started after the re-attach, as at startup.
 pub mod leaks;
 pub mod model;
 
@@ -102,6 +110,36 @@ pub struct SnapshotInputs {
     pub leak_after_ns: u64,
     pub trace_uptime_s: f64,
     pub probe_hits: Vec<model::ProbeHits>,
+    pub mode: model::Mode,
+    pub overhead: Option<model::Overhead>,
+}
+
+/// Which event streams are complete: every probe that carries them attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    /// Every push probe attached.
+    pub pushes: bool,
+    /// At least one push probe attached.
+    pub some_pushes: bool,
+    /// The pop probe attached.
+    pub pops: bool,
+    /// Goroutine creation and exit attached.
+    pub goroutines: bool,
+}
+
+impl Coverage {
+    pub const FULL: Coverage = Coverage { pushes: true, some_pushes: true, pops: true, goroutines: true };
+
+    /// Depths can follow events.
+    pub fn defers(self) -> bool {
+        self.pushes && self.pops
+    }
+}
+
+impl Default for Coverage {
+    fn default() -> Self {
+        Self::FULL
+    }
 }
 
 #[derive(Default)]
@@ -115,6 +153,15 @@ pub struct Aggregator {
     wait_reasons: WaitReasons,
     /// How long the last applied memory read took.
     memory_read_s: f64,
+    coverage: Coverage,
+    /// Reads that started before this (the last time every defer probe was
+    /// attached again) cannot be a baseline for event-derived depths.
+    complete_since_ns: u64,
+    /// Highest goid and goroutine count of the previous read (estimates of
+    /// creations and exits while their probes are detached).
+    previous_read: Option<(u64, usize)>,
+    /// Totals that include estimates (since some probe was detached).
+    estimated: std::collections::BTreeSet<&'static str>,
 }
 
 impl Aggregator {
@@ -137,10 +184,51 @@ impl Aggregator {
         self.totals.defer_records_live = self.totals.defer_records_live.saturating_sub(1);
     }
 
+    /// Which probes are attached now; `now_ns` is CLOCK_MONOTONIC after the
+    /// last attach or detach took effect. Drain the events first.
+    pub fn set_coverage(&mut self, coverage: Coverage, now_ns: u64) {
+        if coverage.defers() && !self.coverage.defers() {
+            // Events are complete again from now on, but what happened while
+            // they were not is unknown: every chain needs a new baseline,
+            // from a read that started after now.
+            self.complete_since_ns = now_ns;
+            for g in self.goroutines.values_mut() {
+                g.has_baseline = false;
+                g.depth_exact = false;
+            }
+        }
+        if !coverage.pushes {
+            self.estimated.insert("defers_pushed");
+        }
+        if !coverage.pops {
+            self.estimated.insert("defers_popped");
+        }
+        if !coverage.goroutines {
+            self.estimated.insert("goroutines_created");
+            self.estimated.insert("goroutines_exited");
+        }
+        self.coverage = coverage;
+    }
+
     pub fn apply_event(&mut self, event: &Event) {
         self.totals.events += 1;
         let Some(kind) = EventKind::from_u32(event.kind) else { return };
         let t = event.ktime_ns;
+        if !self.coverage.defers() {
+            // A partial stream only counts; depths come from memory.
+            match kind {
+                EventKind::DeferPush => {
+                    self.totals.defers_pushed += 1;
+                    self.sites.entry(event.pc).or_default().pushed += 1;
+                    return;
+                }
+                EventKind::DeferPop => {
+                    self.totals.defers_popped += 1;
+                    return;
+                }
+                EventKind::GoroutineExit | EventKind::GoroutineCreate => {}
+            }
+        }
         if kind != EventKind::GoroutineCreate
             && self.exited.contains_key(&event.goid)
             && kind != EventKind::GoroutineExit
@@ -164,6 +252,7 @@ impl Aggregator {
             }
             EventKind::DeferPop => {
                 self.totals.defers_popped += 1;
+                let switched = self.complete_since_ns != 0;
                 let g = self.goroutine_for_event(event.goid, t);
                 if t < g.ignore_before_ns {
                     return;
@@ -173,10 +262,15 @@ impl Aggregator {
                     Some(pc) => self.remove_live(pc),
                     None => {
                         // We did not know this record: the chain is not exact
-                        // until the next consistent memory read.
+                        // until the next consistent memory read. (Right after
+                        // probes were re-attached, a chain without a baseline
+                        // is known to be stale: no sign of lost events.)
+                        let stale = !g.has_baseline && switched;
                         g.depth_exact = false;
                         g.has_baseline = false;
-                        self.totals.unmatched_pops += 1;
+                        if !stale {
+                            self.totals.unmatched_pops += 1;
+                        }
                     }
                 }
             }
@@ -211,6 +305,12 @@ impl Aggregator {
 
     pub fn apply_scan(&mut self, scan: &GoroutineScan) {
         self.memory_read_s = scan.t_end_ns.saturating_sub(scan.t_start_ns) as f64 / 1e9;
+        let events_define_depth = self.coverage.defers();
+        // A read that began before the probes were all back may have missed
+        // events in between: its chains are a start, not a baseline.
+        let baseline_ok = events_define_depth && scan.t_start_ns >= self.complete_since_ns;
+        self.estimate_goroutines(scan);
+        let (mut grown, mut shrunk) = (0u64, 0u64);
         let mut seen = HashSet::with_capacity_and_hasher(scan.goroutines.len(), Default::default());
         for gm in &scan.goroutines {
             if self.exited.contains_key(&gm.goid) {
@@ -242,16 +342,25 @@ impl Aggregator {
             g.parent_goid = gm.parent_goid.filter(|&p| p != 0);
             // (ktime 0 never occurs: it marks "no event yet".)
             let raced = g.last_event_ns != 0 && g.last_event_ns >= scan.t_start_ns;
-            let take_chain = !raced && (gm.consistent || !g.has_baseline || new);
+            let take_chain = if events_define_depth {
+                !raced && (gm.consistent || !g.has_baseline || new)
+            } else {
+                // Only memory moves chains now: every read replaces them.
+                true
+            };
             if !take_chain {
                 continue;
             }
             let old = std::mem::take(&mut g.sites);
             g.sites = gm.defer_sites.iter().rev().copied().collect();
+            if !new {
+                grown += (g.sites.len() as u64).saturating_sub(old.len() as u64);
+                shrunk += (old.len() as u64).saturating_sub(g.sites.len() as u64);
+            }
             g.max_depth = g.max_depth.max(g.sites.len() as u64);
             g.ignore_before_ns = scan.t_start_ns;
-            g.has_baseline = true;
-            g.depth_exact = gm.consistent;
+            g.has_baseline = baseline_ok || !events_define_depth;
+            g.depth_exact = gm.consistent && (baseline_ok || !events_define_depth);
             let new_sites = g.sites.clone();
             for pc in old {
                 self.remove_live(pc);
@@ -280,6 +389,33 @@ impl Aggregator {
         }
         // Exits older than this read can no longer be contradicted by it.
         self.exited.retain(|_, t| *t >= scan.t_start_ns);
+        // With no probe on a side, successive reads give a lower bound.
+        if !events_define_depth {
+            if !self.coverage.some_pushes {
+                self.totals.defers_pushed += grown;
+            }
+            if !self.coverage.pops {
+                self.totals.defers_popped += shrunk;
+            }
+        }
+    }
+
+    /// Goroutines created and exited between two reads, while their probes
+    /// are detached: goids are handed out in increasing order, so the highest
+    /// one moves by about the number created (the runtime hands them to each
+    /// P in batches of 16, so this is an estimate); exits are what the count
+    /// does not show of those.
+    fn estimate_goroutines(&mut self, scan: &GoroutineScan) {
+        let max_goid = scan.goroutines.iter().map(|g| g.goid).max().unwrap_or(0);
+        let count = scan.goroutines.len();
+        if let Some((previous_max, previous_count)) = self.previous_read {
+            if !self.coverage.goroutines {
+                let created = max_goid.saturating_sub(previous_max);
+                self.totals.goroutines_created += created;
+                self.totals.goroutines_exited += (previous_count as u64 + created).saturating_sub(count as u64);
+            }
+        }
+        self.previous_read = Some((max_goid.max(self.previous_read.map_or(0, |p| p.0)), count));
     }
 
     pub fn set_events_lost(&mut self, lost: u64) {
@@ -414,6 +550,9 @@ impl Aggregator {
             trace_uptime_s: inputs.trace_uptime_s,
             memory_read_s: self.memory_read_s,
             target_exited: false,
+            mode: inputs.mode,
+            overhead: inputs.overhead.clone(),
+            estimated: self.estimated.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }

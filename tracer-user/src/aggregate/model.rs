@@ -120,6 +120,45 @@ pub struct LeakGroup {
 pub struct ProbeHits {
     pub function: String,
     pub hits: u64,
+    /// Whether the probe is attached now (the overhead governor detaches
+    /// the costliest ones over budget).
+    pub state: ProbeState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeState {
+    #[default]
+    Attached,
+    Detached,
+}
+
+/// How the snapshot was measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every probe attached: counts are exact, depths follow every push and
+    /// pop.
+    #[default]
+    Exact,
+    /// The overhead governor detached some probes: depths come from memory
+    /// reads (`depth_exact` says where they are exact), and the totals named
+    /// in `estimated` include estimates.
+    Sampled,
+}
+
+/// The overhead governor's view of what tracing costs the target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Overhead {
+    /// `--overhead-budget` as a fraction (0.01 for 1%); null for `none`.
+    pub budget_ratio: Option<f64>,
+    /// Estimated slowdown of the target over the last second (probe time /
+    /// the target's own CPU time).
+    pub estimate_ratio: f64,
+    /// What one probe hit costs on this kernel, measured at startup (ns).
+    pub cost_per_hit_ns: f64,
+    /// Probe switches (detach or re-attach) so far.
+    pub switches: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -160,6 +199,14 @@ pub struct Snapshot {
     pub memory_read_s: f64,
     /// Set on the last snapshot when the target exited.
     pub target_exited: bool,
+    /// `exact` while every probe is attached, `sampled` once the overhead
+    /// governor detached some.
+    pub mode: Mode,
+    /// What tracing costs the target, as the governor estimates it.
+    pub overhead: Option<Overhead>,
+    /// Names of the `totals` that include estimates (counted from memory reads
+    /// while their probes were detached), since the first switch.
+    pub estimated: Vec<String>,
 }
 
 impl Snapshot {
@@ -182,6 +229,9 @@ impl Snapshot {
             trace_uptime_s: self.trace_uptime_s,
             memory_read_s: self.memory_read_s,
             target_exited: self.target_exited,
+            mode: self.mode,
+            overhead: self.overhead.clone(),
+            estimated: self.estimated.clone(),
         }
     }
 }

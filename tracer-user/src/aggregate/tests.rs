@@ -271,3 +271,101 @@ fn the_main_goroutine_is_never_leaked() {
     assert_eq!(s.totals.goroutines_leaked, 0);
     assert!(!s.goroutines[0].leaked);
 }
+
+/// Coverage with the given defer probes attached (goroutine probes on).
+fn cover(pushes: bool, some_pushes: bool, pops: bool) -> Coverage {
+    Coverage { pushes, some_pushes, pops, goroutines: true }
+}
+
+fn running(mut g: ScannedGoroutine) -> ScannedGoroutine {
+    g.status = GoroutineStatus::Running;
+    g.consistent = false;
+    g
+}
+
+#[test]
+fn a_partial_event_stream_never_moves_a_depth() {
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 1, vec![mem_g(5, &[1, 1], true)]));
+    // Pops detached, pushes attached: pushes count, depths stay with memory.
+    agg.set_coverage(cover(true, true, false), 5);
+    for t in 10..20 {
+        agg.apply_event(&ev(EventKind::DeferPush, t, 5, 7));
+    }
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 5), Some(2), "ten pushes without their pops are not a depth");
+    assert_eq!(s.totals.defers_pushed, 10);
+    assert!(s.estimated.contains(&"defers_popped".to_owned()));
+    assert!(!s.estimated.contains(&"defers_pushed".to_owned()), "every push probe is still on");
+    // The next read is the truth: 12 records, of which the goroutine popped none.
+    agg.apply_scan(&snap(30, 31, vec![mem_g(5, &[7; 12], true)]));
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 5), Some(12));
+    assert!(s.goroutines[0].depth_exact, "a parked goroutine read consistently is exact");
+}
+
+#[test]
+fn depths_stay_right_through_sampled_and_back() {
+    let mut agg = Aggregator::new(WaitReasons::default());
+    // Exact: a parked goroutine (5) with 3 records, a running one (6) with 1.
+    agg.apply_scan(&snap(0, 1, vec![mem_g(5, &[3, 2, 1], true), running(mem_g(6, &[9], false))]));
+    agg.apply_event(&ev(EventKind::DeferPush, 5, 6, 9));
+    let s = render(&mut agg);
+    assert_eq!((depth_of(&s, 5), depth_of(&s, 6)), (Some(3), Some(2)));
+
+    // Everything detached: memory alone.
+    agg.set_coverage(Coverage { pushes: false, some_pushes: false, pops: false, goroutines: false }, 10);
+    // 6 keeps running: its chain grows to 40, read inconsistently; 5 parked
+    // after popping one.
+    agg.apply_scan(&snap(20, 21, vec![mem_g(5, &[2, 1], true), running(mem_g(6, &[9; 40], false))]));
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 5), Some(2));
+    assert_eq!(depth_of(&s, 6), Some(40));
+    let exact = |s: &Snapshot, goid| s.goroutines.iter().find(|g| g.goid == goid).map(|g| g.depth_exact);
+    assert_eq!(exact(&s, 5), Some(true));
+    assert_eq!(exact(&s, 6), Some(false), "a running goroutine cannot be read consistently");
+    // Lower bounds from successive reads: 6 grew by 38, 5 shrank by 1.
+    assert_eq!(s.totals.defers_pushed, 1 + 38);
+    assert_eq!(s.totals.defers_popped, 1);
+    for name in ["defers_pushed", "defers_popped", "goroutines_created", "goroutines_exited"] {
+        assert!(s.estimated.contains(&name.to_owned()), "{name} is labelled an estimate");
+    }
+    assert_eq!(s.totals.defer_records_live, 42);
+
+    // Back to exact at t=100. A read that started before (t=90) is not a
+    // baseline: events between it and the re-attach were never seen.
+    agg.set_coverage(Coverage::FULL, 100);
+    agg.apply_event(&ev(EventKind::DeferPush, 101, 5, 4));
+    agg.apply_scan(&snap(90, 102, vec![mem_g(5, &[2, 1], true), running(mem_g(6, &[9; 40], false))]));
+    let s = render(&mut agg);
+    assert_eq!(exact(&s, 5), Some(false), "a read from before the re-attach is no baseline");
+    // A read after the re-attach is: 5 parked with 3 records (the push at 101
+    // is in it), 6 running.
+    agg.apply_scan(&snap(110, 111, vec![mem_g(5, &[4, 2, 1], true), running(mem_g(6, &[9; 40], false))]));
+    agg.apply_event(&ev(EventKind::DeferPush, 112, 5, 8));
+    agg.apply_event(&ev(EventKind::DeferPop, 113, 6, 0));
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 5), Some(4));
+    assert_eq!(exact(&s, 5), Some(true), "events on a fresh baseline are exact again");
+    assert_eq!(depth_of(&s, 6), Some(39));
+    assert_eq!(exact(&s, 6), Some(false));
+    assert_eq!(s.totals.unmatched_pops, 0);
+    // Parked again and read consistently: exact again.
+    agg.apply_scan(&snap(120, 121, vec![mem_g(5, &[8, 4, 2, 1], true), mem_g(6, &[9; 39], true)]));
+    let s = render(&mut agg);
+    assert_eq!((depth_of(&s, 6), exact(&s, 6)), (Some(39), Some(true)));
+    assert_eq!(s.totals.defer_records_live, 43);
+}
+
+#[test]
+fn goroutines_are_estimated_from_reads_while_their_probes_are_off() {
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, 1, vec![mem_g(1, &[], true), mem_g(10, &[], true)]));
+    agg.set_coverage(Coverage { goroutines: false, ..Coverage::FULL }, 2);
+    // Goids 11..=30 were handed out; 25 and 30 are alive, 10 exited.
+    agg.apply_scan(&snap(10, 11, vec![mem_g(1, &[], true), mem_g(25, &[], true), mem_g(30, &[], true)]));
+    let s = render(&mut agg);
+    assert_eq!(s.totals.goroutines_created, 20);
+    assert_eq!(s.totals.goroutines_exited, 19);
+    assert_eq!(s.totals.goroutines_total, 3);
+}

@@ -12,7 +12,7 @@ pub(crate) fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::model::{GoroutineView, Site, Totals};
+    use crate::aggregate::model::{GoroutineView, Mode, Overhead, ProbeHits, ProbeState, Site, Totals};
 
     #[test]
     fn schema_names_are_stable() {
@@ -37,10 +37,13 @@ mod tests {
             defer_sites: vec![],
             leaks: vec![],
             leak_after_s: 30.0,
-            probe_hits: vec![],
+            probe_hits: vec![ProbeHits { function: "runtime.deferproc".into(), hits: 3, state: ProbeState::Detached }],
             trace_uptime_s: 1.0,
             memory_read_s: 0.01,
             target_exited: false,
+            mode: Mode::Sampled,
+            overhead: Some(Overhead::default()),
+            estimated: vec!["defers_pushed".into()],
         };
         let mut buf = Vec::new();
         write_line(&mut buf, &snapshot).expect("write");
@@ -49,6 +52,12 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         for key in ["time", "pid", "go_version", "arch", "probes", "totals", "goroutines", "defer_sites"] {
             assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["mode"], "sampled");
+        assert_eq!(v["probe_hits"][0]["state"], "detached");
+        assert_eq!(v["estimated"][0], "defers_pushed");
+        for key in ["budget_ratio", "estimate_ratio", "cost_per_hit_ns", "switches"] {
+            assert!(v["overhead"].get(key).is_some(), "missing overhead.{key}");
         }
         for key in [
             "defers_pushed",

@@ -4,12 +4,17 @@
 //! Dropping [`Probes`] detaches every uprobe and unloads the programs; the
 //! kernel does the same if deferscope dies, so the target keeps running
 //! untouched either way.
-use std::{io, num::NonZeroU32};
+mod calibrate;
+
+use std::{io, num::NonZeroU32, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, UProbe, uprobe::UProbeScope},
+    programs::{
+        ProgramError, UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{Event, ProbeId, counter, globals};
@@ -17,6 +22,7 @@ use tracer_common::{Event, ProbeId, counter, globals};
 use crate::{
     gobin::{GoBinError, GoBinary, ProbePoint},
     goruntime::{self, RuntimeLayout, probe_plan::Placement},
+    governor::Group,
     process::TracedProcess,
 };
 
@@ -52,13 +58,26 @@ pub struct ProbeCounters {
     pub read_errors: u64,
     pub open_defer_skipped: u64,
     pub rangefunc_header_skipped: u64,
+    pub calibration_hits: u64,
     pub hits: [u64; tracer_common::PROBE_COUNT as usize],
+}
+
+/// One planned probe: where it goes, and its links while attached.
+struct Attachment {
+    function: &'static str,
+    probe: ProbeId,
+    points: Vec<ProbePoint>,
+    /// Empty while detached (by the overhead governor).
+    links: Vec<UProbeLinkId>,
 }
 
 pub struct Probes {
     ebpf: Ebpf,
-    /// Functions with at least one probe attached, in plan order.
-    attached: Vec<(String, ProbeId)>,
+    /// Every probe placed at attach, in plan order.
+    attachments: Vec<Attachment>,
+    /// `/proc/PID/exe` of the target.
+    exe_link: PathBuf,
+    pid: NonZeroU32,
 }
 
 impl Probes {
@@ -88,7 +107,7 @@ impl Probes {
             .map_err(|e| ProbeError::Load(e.to_string()))?;
 
         let pid = NonZeroU32::new(process.pid).ok_or(io::Error::other("PID 0"))?;
-        let mut attached = Vec::new();
+        let mut attachments = Vec::new();
         for planned in goruntime::probe_plan::plan(binary.version()) {
             let (function, points) = match planned.placement {
                 Placement::Entry(function) => {
@@ -120,19 +139,75 @@ impl Probes {
                     }
                 }
             };
-            attach_points(&mut ebpf, planned.probe, function, &points, process, pid)?;
-            attached.push((function.to_owned(), planned.probe));
+            let links = attach_points(&mut ebpf, planned.probe, function, &points, &process.exe_link, pid)?;
+            attachments.push(Attachment { function, probe: planned.probe, points, links });
         }
-        Ok(Self { ebpf, attached })
+        Ok(Self { ebpf, attachments, exe_link: process.exe_link.clone(), pid })
     }
 
-    /// Names of the runtime functions with a probe attached.
-    pub fn attached_functions(&self) -> Vec<String> {
-        self.attached.iter().map(|(f, _)| f.clone()).collect()
+    /// Names of the runtime functions deferscope probes (attached or
+    /// detached by the governor).
+    pub fn functions(&self) -> Vec<String> {
+        self.attachments.iter().map(|a| a.function.to_owned()).collect()
     }
 
-    pub fn attached(&self) -> &[(String, ProbeId)] {
-        &self.attached
+    /// Every planned probe: function, probe and whether it is attached now.
+    pub fn states(&self) -> impl Iterator<Item = (&str, ProbeId, bool)> {
+        self.attachments.iter().map(|a| (a.function, a.probe, !a.links.is_empty()))
+    }
+
+    /// The governor groups with a probe placed.
+    pub fn groups(&self) -> Vec<Group> {
+        let mut groups: Vec<Group> = self.attachments.iter().map(|a| Group::of(a.probe)).collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// Detaches every probe of `group`: from now on they cost the target
+    /// nothing.
+    pub fn detach(&mut self, group: Group) -> Result<(), ProbeError> {
+        for a in self.attachments.iter_mut().filter(|a| Group::of(a.probe) == group) {
+            let program = program_mut(&mut self.ebpf, a.probe)?;
+            for link in a.links.drain(..) {
+                program.detach(link).map_err(|e| ProbeError::Load(format!("detaching {}: {e}", a.function)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-attaches every probe of `group`; all or none.
+    pub fn attach_group(&mut self, group: Group) -> Result<(), ProbeError> {
+        let mut done = Vec::new();
+        for (i, a) in self.attachments.iter().enumerate() {
+            if Group::of(a.probe) != group || !a.links.is_empty() {
+                continue;
+            }
+            match attach_points(&mut self.ebpf, a.probe, a.function, &a.points, &self.exe_link, self.pid) {
+                Ok(links) => done.push((i, links)),
+                Err(e) => {
+                    for (i, links) in done {
+                        let probe = self.attachments[i].probe;
+                        if let Ok(program) = program_mut(&mut self.ebpf, probe) {
+                            for link in links {
+                                let _ = program.detach(link);
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (i, links) in done {
+            self.attachments[i].links = links;
+        }
+        Ok(())
+    }
+
+    /// Measures what one probe hit costs on this kernel, in ns (see
+    /// [`calibrate`]).
+    pub fn calibrate(&mut self) -> Result<f64, ProbeError> {
+        calibrate::cost_per_hit_ns(&mut self.ebpf)
     }
 
     /// The event stream, registered with tokio. Call once.
@@ -154,6 +229,7 @@ impl Probes {
                 out.read_errors = sum(counter::READ_ERRORS);
                 out.open_defer_skipped = sum(counter::OPEN_DEFER_SKIPPED);
                 out.rangefunc_header_skipped = sum(counter::RANGEFUNC_HEADER_SKIPPED);
+                out.calibration_hits = sum(counter::CALIBRATION_HITS);
             }
         }
         if let Some(map) = self.ebpf.map("PROBE_HITS") {
@@ -168,32 +244,46 @@ impl Probes {
     }
 }
 
+fn program_mut(ebpf: &mut Ebpf, probe: ProbeId) -> Result<&mut UProbe, ProbeError> {
+    program_by_name(ebpf, probe.program_name())
+}
+
+fn program_by_name<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the probe object")))?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))
+}
+
 fn attach_points(
     ebpf: &mut Ebpf,
     probe: ProbeId,
     function: &'static str,
     points: &[ProbePoint],
-    process: &TracedProcess,
+    exe_link: &std::path::Path,
     pid: NonZeroU32,
-) -> Result<(), ProbeError> {
+) -> Result<Vec<UProbeLinkId>, ProbeError> {
     let name = probe.program_name();
-    let program: &mut UProbe = ebpf
-        .program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the probe object")))?
-        .try_into()
-        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
+    let program = program_mut(ebpf, probe)?;
     // Programs attached to several functions are loaded once.
     if program.fd().is_err() {
         program.load().map_err(|e| ProbeError::Load(format!("{name}: {e}")))?;
     }
+    let mut links = Vec::with_capacity(points.len());
     for point in points {
         // /proc/PID/exe is the inode the process runs, even if the file on
         // disk was replaced since it started.
-        program
-            .attach(point.file_offset, &process.exe_link, UProbeScope::OneProcess(pid))
-            .map_err(|e| ProbeError::Attach { function, pid: process.pid, detail: error_chain(&e) })?;
+        match program.attach(point.file_offset, exe_link, UProbeScope::OneProcess(pid)) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                for link in links {
+                    let _ = program.detach(link);
+                }
+                return Err(ProbeError::Attach { function, pid: pid.get(), detail: error_chain(&e) });
+            }
+        }
     }
-    Ok(())
+    Ok(links)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::app::Settings;
 use crate::{
-    aggregate::model::{DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals},
+    aggregate::model::{
+        DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, ProbeState, Site, Snapshot, Totals,
+    },
     goruntime::GoroutineStatus,
 };
 
@@ -153,12 +155,13 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         }],
         leak_after_s: 1.0,
         probe_hits: vec![
-            ProbeHits { function: "runtime.deferproc".into(), hits: pushed },
-            ProbeHits { function: "runtime.deferreturn".into(), hits: pushed },
+            ProbeHits { function: "runtime.deferproc".into(), hits: pushed, state: ProbeState::Attached },
+            ProbeHits { function: "runtime.deferreturn".into(), hits: pushed, state: ProbeState::Attached },
         ],
         trace_uptime_s: uptime,
         memory_read_s: 0.002,
         target_exited: false,
+        ..Default::default()
     }
 }
 

@@ -23,7 +23,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    aggregate::model::{GoroutineView, Site, Snapshot},
+    aggregate::model::{GoroutineView, ProbeState, Site, Snapshot},
     feed::SnapshotFeed,
     goruntime::GoroutineStatus,
 };
@@ -339,6 +339,27 @@ pub fn encode_snapshot(
         })
         .collect();
     counter(e, "deferscope_probe_hits", "Hits of each attached probe since attach.", &hits)?;
+    let attached: Vec<(Labels, i64)> = snapshot
+        .probe_hits
+        .iter()
+        .map(|p| (with(&base, &[("probe", p.function.clone())]), i64::from(p.state == ProbeState::Attached)))
+        .collect();
+    gauge(
+        e,
+        "deferscope_probe_attached",
+        "1 while the probe is attached, 0 while the overhead governor keeps it detached.",
+        None,
+        &attached,
+    )?;
+    if let Some(overhead) = &snapshot.overhead {
+        gauge(
+            e,
+            "deferscope_overhead_estimate_ratio",
+            "Estimated slowdown of the target caused by the probes (probe time / the target's own CPU time).",
+            None,
+            &[(base.clone(), overhead.estimate_ratio)],
+        )?;
+    }
     gauge(
         e,
         "deferscope_memory_read",

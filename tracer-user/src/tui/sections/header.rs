@@ -7,9 +7,12 @@ use ratatui::{
     widgets::Paragraph,
 };
 
-use crate::tui::{
-    app::App,
-    format::{duration, rate},
+use crate::{
+    aggregate::model::{Mode, ProbeState},
+    tui::{
+        app::App,
+        format::{duration, rate},
+    },
 };
 
 pub fn height(app: &App) -> u16 {
@@ -66,6 +69,15 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     }
     if let Some(addr) = s.metrics_addr {
         push(format!("metrics http://{addr}/metrics"));
+    }
+    // The overhead governor detached probes: say so, and what it estimates.
+    if let Some(snap) = app.snapshot().filter(|s| s.mode == Mode::Sampled) {
+        let detached = snap.probe_hits.iter().filter(|p| p.state == ProbeState::Detached).count();
+        let estimate = snap.overhead.as_ref().map_or(0.0, |o| o.estimate_ratio * 100.0);
+        spans.push(Span::styled(
+            format!(" SAMPLED: {detached} probes off, overhead {estimate:.1}% "),
+            Style::new().bg(Color::Magenta).fg(Color::White).add_modifier(Modifier::BOLD),
+        ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)).style(bar), left);
     frame.render_widget(Paragraph::new(Span::styled(badge, badge_style)), right);

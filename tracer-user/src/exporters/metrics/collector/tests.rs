@@ -4,7 +4,9 @@
 use prometheus_client::registry::Registry;
 
 use crate::{
-    aggregate::model::{DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals},
+    aggregate::model::{
+        DeferSiteView, GoroutineView, LeakGroup, Mode, Overhead, ProbeHits, ProbeState, Site, Snapshot, Totals,
+    },
     exporters::metrics::{registry, render},
     feed::{self, FeedPublisher},
     goruntime::GoroutineStatus,
@@ -77,12 +79,20 @@ fn fixture() -> Snapshot {
         ],
         leak_after_s: 1.0,
         probe_hits: vec![
-            ProbeHits { function: "runtime.deferproc".into(), hits: 1500 },
-            ProbeHits { function: "runtime.popDefer".into(), hits: 300 },
+            ProbeHits { function: "runtime.deferproc".into(), hits: 1500, state: ProbeState::Attached },
+            ProbeHits { function: "runtime.popDefer".into(), hits: 300, state: ProbeState::Detached },
         ],
         trace_uptime_s: 3.0,
         memory_read_s: 0.25,
         target_exited: false,
+        mode: Mode::Sampled,
+        overhead: Some(Overhead {
+            budget_ratio: Some(0.01),
+            estimate_ratio: 0.004,
+            cost_per_hit_ns: 2000.0,
+            switches: 1,
+        }),
+        estimated: vec!["defers_popped".into()],
     }
 }
 
@@ -186,6 +196,13 @@ deferscope_events_lost_total{{{L}}} 2
 # TYPE deferscope_probe_hits counter
 deferscope_probe_hits_total{{{L},probe="runtime.deferproc"}} 1500
 deferscope_probe_hits_total{{{L},probe="runtime.popDefer"}} 300
+# HELP deferscope_probe_attached 1 while the probe is attached, 0 while the overhead governor keeps it detached.
+# TYPE deferscope_probe_attached gauge
+deferscope_probe_attached{{{L},probe="runtime.deferproc"}} 1
+deferscope_probe_attached{{{L},probe="runtime.popDefer"}} 0
+# HELP deferscope_overhead_estimate_ratio Estimated slowdown of the target caused by the probes (probe time / the target's own CPU time).
+# TYPE deferscope_overhead_estimate_ratio gauge
+deferscope_overhead_estimate_ratio{{{L}}} 0.004
 # HELP deferscope_memory_read_seconds Duration of the last read of the target's goroutines from its memory.
 # TYPE deferscope_memory_read_seconds gauge
 # UNIT deferscope_memory_read_seconds seconds
