@@ -2,7 +2,8 @@
 //!
 //! For each workload of `tests/go/bench` (heap defers, stack defers,
 //! open-coded defers, goroutine churn) it measures the target's throughput
-//! untraced, with deferscope attached, and again after deferscope detached,
+//! untraced, with deferscope attached (every probe: `--overhead-budget none`),
+//! and again after deferscope detached,
 //! and reports the ratios, the events deferscope handled, the events lost and
 //! deferscope's own CPU use. Ratios, not absolute numbers: a uprobe hit costs
 //! several microseconds in a VM and far less on bare metal.
@@ -38,14 +39,14 @@ const WORKLOADS: &[(&str, &str)] = &[
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A child killed on drop, with its stdout lines on a channel.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) stdin: Option<ChildStdin>,
+    pub(crate) lines: Receiver<String>,
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command) -> Result<Self> {
+    pub(crate) fn spawn(cmd: &mut Command) -> Result<Self> {
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().with_context(|| cmd::show(cmd))?;
         let stdout = child.stdout.take().context("stdout")?;
         let (tx, lines) = mpsc::channel();
@@ -60,7 +61,7 @@ impl Proc {
         Ok(Self { child, stdin, lines })
     }
 
-    fn line(&self, what: &str) -> Result<String> {
+    pub(crate) fn line(&self, what: &str) -> Result<String> {
         self.lines.recv_timeout(STEP_TIMEOUT).with_context(|| format!("waiting for {what}"))
     }
 }
@@ -83,8 +84,13 @@ fn build_bench(root: &Path, toolchains: &[GoToolchain]) -> Result<PathBuf> {
 }
 
 fn measure(bench: &mut Proc, workload: &str) -> Result<f64> {
+    measure_for(bench, workload, WINDOW_S)
+}
+
+/// Runs `workload` for `secs` in the bench program; its ops per second.
+pub(crate) fn measure_for(bench: &mut Proc, workload: &str, secs: f64) -> Result<f64> {
     let stdin = bench.stdin.as_mut().context("bench stdin")?;
-    writeln!(stdin, "{workload} {WINDOW_S}")?;
+    writeln!(stdin, "{workload} {secs}")?;
     stdin.flush()?;
     let line = bench.line("a measurement")?;
     let v: Value = serde_json::from_str(&line).with_context(|| format!("bench printed {line:?}"))?;
@@ -92,7 +98,7 @@ fn measure(bench: &mut Proc, workload: &str) -> Result<f64> {
 }
 
 /// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
     // After the command: state is field 3; utime and stime are fields 14, 15.
@@ -128,8 +134,17 @@ pub fn run(root: &Path) -> Result<()> {
     for &(workload, what) in WORKLOADS {
         step(format_args!("{workload}: {what}"));
         let untraced = measure(&mut bench, workload)?;
-        let mut tracer =
-            Proc::spawn(Command::new(&deferscope).args(["--pid", &pid.to_string(), "--json", "--interval", "1s"]))?;
+        // Every probe attached: the cost of tracing each hit (the governor's
+        // part is measured below).
+        let mut tracer = Proc::spawn(Command::new(&deferscope).args([
+            "--pid",
+            &pid.to_string(),
+            "--json",
+            "--interval",
+            "1s",
+            "--overhead-budget",
+            "none",
+        ]))?;
         // The first snapshot means the probes are attached and memory read.
         tracer.line("deferscope's first snapshot")?;
         let (cpu0, t0) = (cpu_seconds(tracer.child.id()), Instant::now());
@@ -161,6 +176,14 @@ pub fn run(root: &Path) -> Result<()> {
         });
     }
     print_table(&rows);
+    drop(bench);
+
+    let go = toolchains::find(&setup.toolchains, BENCH_GO).with_context(|| format!("no Go {BENCH_GO} toolchain"))?;
+    let report = crate::bench_overhead::run(root, go, &deferscope, &bench_bin)?;
+    crate::bench_overhead::print_table(&report);
+    let out = paths::target_dir(root).join("bench/bench.json");
+    fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    note(format_args!("written to {}", out.display()));
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 mod apt;
 mod bench;
+mod bench_overhead;
 mod bpf_linker;
 mod build;
 mod cmd;

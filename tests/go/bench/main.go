@@ -3,7 +3,9 @@
 //
 // It prints "ready pid=<PID>", then for each stdin command "<workload>
 // <seconds>" runs that workload for that long on all CPUs and prints one JSON
-// line with the operations per second it achieved.
+// line with the operations per second it achieved; "park <N>" adds N
+// goroutines parked on a channel with two heap defers each (for the tracer's
+// own cost at scale) and prints {"parked": <total>}.
 package main
 
 import (
@@ -102,6 +104,30 @@ func run(name string, d time.Duration) (float64, error) {
 	return float64(calls.Load()) * float64(w.perCall) / time.Since(start).Seconds(), nil
 }
 
+var (
+	parkedTotal int
+	never       = make(chan struct{})
+)
+
+//go:noinline
+func parked(ready *sync.WaitGroup) {
+	for i := 0; i < 2; i++ {
+		defer noop(i)
+	}
+	ready.Done()
+	<-never
+}
+
+func park(n int) int {
+	var ready sync.WaitGroup
+	ready.Add(n)
+	for i := 0; i < n; i++ {
+		go parked(&ready)
+	}
+	ready.Wait()
+	return n
+}
+
 func main() {
 	fmt.Printf("ready pid=%d\n", os.Getpid())
 	out := json.NewEncoder(os.Stdout)
@@ -109,6 +135,12 @@ func main() {
 	for in.Scan() {
 		f := strings.Fields(in.Text())
 		if len(f) != 2 {
+			continue
+		}
+		if f[0] == "park" {
+			n, _ := strconv.Atoi(f[1])
+			parkedTotal += park(n)
+			out.Encode(map[string]any{"parked": parkedTotal})
 			continue
 		}
 		secs, _ := strconv.ParseFloat(f[1], 64)

@@ -1,0 +1,3 @@
+module deferscope.test/httpbench
+
+go 1.19
