@@ -15,7 +15,7 @@ use crate::{
         defers::{self, DeferRecord},
     },
     process::{
-        memory::{MemoryError, ProcessMemory, field_u8, field_u32, field_u64},
+        memory::{MemoryError, ProcessMemory, ReadMemory, field_u8, field_u32, field_u64},
         monotonic_ns, stack,
     },
 };
@@ -62,9 +62,11 @@ pub struct GoroutineScan {
     pub goroutines: Vec<ScannedGoroutine>,
 }
 
-/// Reads goroutines from the target. Cheap to keep; `scan` does the I/O.
-pub struct GoroutineScanner {
-    mem: ProcessMemory,
+/// Reads goroutines from the target (by default the live process; any
+/// [`ReadMemory`], such as a fuzzer's memory image). Cheap to keep; `scan`
+/// does the I/O.
+pub struct GoroutineScanner<M = ProcessMemory> {
+    mem: M,
     layout: RuntimeLayout,
     /// Runtime address of the `runtime.allgs` slice header.
     allgs: u64,
@@ -104,8 +106,8 @@ const MAX_CHAIN: usize = 1 << 24;
 /// Upper bound for allglen, for the same reason.
 const MAX_GOROUTINES: u64 = 1 << 24;
 
-impl GoroutineScanner {
-    pub fn new(mem: ProcessMemory, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
+impl<M: ReadMemory> GoroutineScanner<M> {
+    pub fn new(mem: M, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
         Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::default()) }
     }
 
@@ -176,9 +178,9 @@ impl GoroutineScanner {
             g_addr,
             raw_status,
             head: field_u64(&before, l.g_defer).unwrap_or(0),
-            sched_pc: field_u64(&before, sched + l.gobuf_pc).unwrap_or(0),
-            sched_sp: field_u64(&before, sched + l.gobuf_sp).unwrap_or(0),
-            sched_bp: field_u64(&before, sched + l.gobuf_bp).unwrap_or(0),
+            sched_pc: field_u64(&before, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
+            sched_sp: field_u64(&before, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
+            sched_bp: field_u64(&before, sched.saturating_add(l.gobuf_bp)).unwrap_or(0),
             tracking_seq,
         });
         let reusable = key.filter(|_| !status.may_change_chain());
@@ -217,8 +219,8 @@ impl GoroutineScanner {
                 && !status.may_change_chain()
         };
         let sched = l.g_sched;
-        let sched_pc = field_u64(&before, sched + l.gobuf_pc).unwrap_or(0);
-        let sched_bp = field_u64(&before, sched + l.gobuf_bp).unwrap_or(0);
+        let sched_pc = field_u64(&before, sched.saturating_add(l.gobuf_pc)).unwrap_or(0);
+        let sched_bp = field_u64(&before, sched.saturating_add(l.gobuf_bp)).unwrap_or(0);
         let stack_lo = field_u64(&before, l.g_stack_lo).unwrap_or(0);
         let stack_hi = field_u64(&before, l.g_stack_hi).unwrap_or(0);
         // Only a goroutine that is off-CPU has meaningful saved registers.
@@ -249,8 +251,8 @@ impl GoroutineScanner {
             gopc: field_u64(g, l.g_gopc).unwrap_or(0),
             startpc: field_u64(g, l.g_startpc).unwrap_or(0),
             parent_goid: l.g_parent_goid.and_then(|off| field_u64(g, off)),
-            sched_sp: field_u64(g, sched + l.gobuf_sp).unwrap_or(0),
-            sched_pc: field_u64(g, sched + l.gobuf_pc).unwrap_or(0),
+            sched_sp: field_u64(g, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
+            sched_pc: field_u64(g, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
             defer_sites,
             consistent,
             tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(g, off)),
@@ -271,7 +273,7 @@ impl GoroutineScanner {
         }
         let funcval = field_u64(record, l.defer_fn).unwrap_or(0);
         match self.mem.read_u64(funcval) {
-            Ok(code) if funcval != 0 && code != 0 => code + 1,
+            Ok(code) if funcval != 0 && code != 0 => code.checked_add(1).unwrap_or(0),
             _ => 0,
         }
     }

@@ -7,7 +7,7 @@
 //! above it is the return address into the caller. `mcall` (through which
 //! every parked goroutine went) stores the parking function's frame pointer
 //! in `sched.bp` and the return address into it in `sched.pc`.
-use crate::process::memory::ProcessMemory;
+use crate::process::memory::ReadMemory;
 
 /// Frames kept per goroutine: enough to get past the runtime to user code and
 /// a few callers up; deeper stacks are cut (and marked so by the caller).
@@ -15,7 +15,7 @@ pub const MAX_FRAMES: usize = 48;
 
 /// Program counters, innermost first. The first is where the goroutine will
 /// resume (`sched.pc`); the others are return addresses.
-pub fn unwind(mem: &ProcessMemory, pc: u64, bp: u64, stack_lo: u64, stack_hi: u64) -> Vec<u64> {
+pub fn unwind<M: ReadMemory + ?Sized>(mem: &M, pc: u64, bp: u64, stack_lo: u64, stack_hi: u64) -> Vec<u64> {
     let mut pcs = Vec::with_capacity(16);
     if pc == 0 {
         return pcs;
@@ -47,6 +47,7 @@ pub fn unwind(mem: &ProcessMemory, pc: u64, bp: u64, stack_lo: u64, stack_hi: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::memory::{MemoryImage, ProcessMemory};
 
     /// Builds a fake stack in our own memory and unwinds it.
     #[test]
@@ -69,5 +70,21 @@ mod tests {
         assert_eq!(pcs, vec![0x9999, 0x1111]);
         assert!(unwind(&mem, 0, at(2), base, base + 128).is_empty());
         drop(stack);
+    }
+
+    /// The same walk over a memory image; a frame record that points at
+    /// itself or runs off the image ends it.
+    #[test]
+    fn unwinds_a_memory_image() {
+        let base = 0x7000_0000u64;
+        let mut words = [0u64; 8];
+        words[0] = base + 16; // frame 0 → frame 1
+        words[1] = 0x1111;
+        words[2] = base + 16; // frame 1 → itself: stop after its ret
+        words[3] = 0x2222;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let image = MemoryImage::new(base, &bytes);
+        assert_eq!(unwind(&image, 0x9999, base, base, base + 64), vec![0x9999, 0x1111, 0x2222]);
+        assert_eq!(unwind(&image, 0x9999, u64::MAX - 7, 0, u64::MAX), vec![0x9999]);
     }
 }
