@@ -14,9 +14,14 @@ use super::goroutines::GoroutineStatus;
 use crate::gobin::{Arch, DwarfFacts, GoBinError, GoBinary, GoVersion};
 
 /// The structs a [`RuntimeLayout`] is computed from.
-const STRUCTS: &[&str] = &["runtime.g", "runtime.gobuf", "runtime.m", "runtime._defer", "runtime.stack"];
+pub(crate) const STRUCTS: &[&str] = &["runtime.g", "runtime.gobuf", "runtime.m", "runtime._defer", "runtime.stack"];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
+
+/// Upper bound on a runtime struct's size (`runtime.g` is under 500 bytes,
+/// `runtime.m` under 2 KiB). The scanner reads `g_size` bytes per goroutine
+/// and `defer_size` per record, so DWARF claiming more is refused.
+const MAX_STRUCT_SIZE: u64 = 1 << 16;
 
 /// Offsets into runtime structures (bytes) and the runtime's enum values.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -208,7 +213,7 @@ impl RuntimeLayout {
 
     /// Builds the layout from DWARF facts. `binary_strings` is the binary's
     /// own `runtime.waitReasonStrings` when it could be read (index = value).
-    fn from_dwarf(
+    pub(crate) fn from_dwarf(
         facts: &DwarfFacts,
         version: &GoVersion,
         binary_strings: Option<&[String]>,
@@ -223,10 +228,13 @@ impl RuntimeLayout {
         if let Some(absent) = StatusCodes::REQUIRED.iter().find(|name| g_statuses.value(name).is_none()) {
             return Err(missing(&format!("goroutine status constant runtime.{absent}")));
         }
-        Ok(Self {
+        let in_stack = |m: &str| {
+            stack.checked_add(req("runtime.stack", m)?).ok_or_else(|| out_of_bounds(&format!("runtime.g.stack.{m}")))
+        };
+        let layout = Self {
             g_size: size(g)?,
-            g_stack_lo: stack + req("runtime.stack", "lo")?,
-            g_stack_hi: stack + req("runtime.stack", "hi")?,
+            g_stack_lo: in_stack("lo")?,
+            g_stack_hi: in_stack("hi")?,
             g_defer: req(g, "_defer")?,
             g_panic: req(g, "_panic")?,
             g_m: req(g, "m")?,
@@ -256,12 +264,59 @@ impl RuntimeLayout {
             g_statuses,
             wait_reasons: wait_reasons_from_dwarf(&facts.runtime_consts, version, binary_strings),
             source: "dwarf".to_string(),
-        })
+        };
+        layout.check_bounds()?;
+        Ok(layout)
+    }
+
+    /// Every offset lies inside its struct and every struct has a plausible
+    /// size, so that no offset arithmetic overflows and no read is huge. The
+    /// DWARF comes from the target's file: it is checked, not trusted.
+    fn check_bounds(&self) -> Result<(), GoBinError> {
+        for (name, size) in [("runtime.g", self.g_size), ("runtime._defer", self.defer_size)] {
+            if size > MAX_STRUCT_SIZE {
+                return Err(out_of_bounds(&format!("struct {name} of {size} bytes")));
+            }
+        }
+        if self.m_curg >= MAX_STRUCT_SIZE {
+            return Err(out_of_bounds("runtime.m.curg"));
+        }
+        let in_g = [
+            self.g_stack_lo,
+            self.g_stack_hi,
+            self.g_defer,
+            self.g_panic,
+            self.g_m,
+            self.g_atomicstatus,
+            self.g_goid,
+            self.g_waitsince,
+            self.g_waitreason,
+            self.g_gopc,
+            self.g_startpc,
+        ]
+        .map(Some)
+        .into_iter()
+        .chain([self.gobuf_sp, self.gobuf_pc, self.gobuf_lr, self.gobuf_bp].map(|f| self.g_sched.checked_add(f)))
+        .chain([self.g_parent_goid, self.g_tracking_seq].into_iter().flatten().map(Some));
+        let in_defer = [self.defer_sp, self.defer_pc, self.defer_fn, self.defer_link, self.defer_heap]
+            .into_iter()
+            .chain([self.defer_open_defer, self.defer_rangefunc, self.defer_head].into_iter().flatten());
+        if !in_g.into_iter().all(|off| off.is_some_and(|off| off < self.g_size)) {
+            return Err(out_of_bounds("a runtime.g member outside the struct"));
+        }
+        if !in_defer.into_iter().all(|off| off < self.defer_size) {
+            return Err(out_of_bounds("a runtime._defer member outside the struct"));
+        }
+        Ok(())
     }
 }
 
 fn missing(what: &str) -> GoBinError {
     GoBinError::Malformed { what: "DWARF", detail: format!("no {what}") }
+}
+
+fn out_of_bounds(what: &str) -> GoBinError {
+    GoBinError::Malformed { what: "DWARF", detail: format!("implausible layout: {what}") }
 }
 
 /// The `waitReason*` constants with their strings: the binary's own
@@ -298,6 +353,8 @@ fn wait_reasons_from_dwarf(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use crate::gobin::tests as gobin_tests;
 
@@ -351,6 +408,7 @@ mod tests {
             let a = RuntimeLayout::from_table(&v(minor), Arch::X86_64).expect("amd64");
             let b = RuntimeLayout::from_table(&v(minor), Arch::Aarch64).expect("arm64");
             assert_eq!(a, b, "go1.{minor}: arm64 layout differs from amd64");
+            a.check_bounds().unwrap_or_else(|e| panic!("go1.{minor}: {e}"));
             assert_eq!(a.g_statuses.decode(2), GoroutineStatus::Running, "go1.{minor}");
             assert_eq!(a.g_statuses.decode(0x1004), GoroutineStatus::Waiting, "go1.{minor}: scan bit");
         }
@@ -382,5 +440,48 @@ mod tests {
         assert_eq!(codes.value("_GCoff"), None);
         assert_eq!(codes.value("_GoidCacheBatch"), None);
         assert_eq!(codes.decode(0x1002), GoroutineStatus::Running);
+    }
+
+    /// DWARF is read from the target's file: offsets that would overflow or
+    /// point outside their struct, and huge structs, are refused.
+    #[test]
+    fn implausible_dwarf_layouts_are_refused() {
+        let members = |pairs: &[(&str, u64)]| pairs.iter().map(|&(n, o)| (n.to_string(), o)).collect();
+        let g = members(&[
+            ("stack", 8),
+            ("_defer", 40),
+            ("_panic", 32),
+            ("m", 48),
+            ("sched", 56),
+            ("atomicstatus", 144),
+            ("goid", 152),
+            ("waitsince", 160),
+            ("waitreason", 168),
+            ("gopc", 176),
+            ("startpc", 184),
+        ]);
+        let facts = |g_size: u64, stack_hi: u64| DwarfFacts {
+            structs: [
+                ("runtime.g", (g_size, members(&[]))),
+                ("runtime.stack", (16, members(&[("lo", 0), ("hi", stack_hi)]))),
+                ("runtime.gobuf", (56, members(&[("sp", 0), ("pc", 8), ("lr", 40), ("bp", 48)]))),
+                ("runtime.m", (1024, members(&[("curg", 192)]))),
+                ("runtime._defer", (64, members(&[("sp", 8), ("pc", 16), ("fn", 24), ("link", 32), ("heap", 1)]))),
+            ]
+            .into_iter()
+            .map(|(name, (size, m)): (&str, (u64, HashMap<String, u64>))| {
+                let m = if name == "runtime.g" { g.clone() } else { m };
+                (name.to_string(), (size, m))
+            })
+            .collect(),
+            runtime_consts: Vec::new(),
+        };
+        let version = v(24);
+        let layout = RuntimeLayout::from_dwarf(&facts(400, 8), &version, None).expect("plausible");
+        assert_eq!((layout.g_stack_hi, layout.gobuf_bp), (16, 48));
+        for (g_size, stack_hi) in [(400, u64::MAX), (u64::MAX, 8), (100, 8)] {
+            let err = RuntimeLayout::from_dwarf(&facts(g_size, stack_hi), &version, None).expect_err("refused");
+            assert!(err.to_string().contains("implausible layout"), "{err}");
+        }
     }
 }
