@@ -9,6 +9,9 @@ pub(crate) mod aggregate;
 pub mod cli;
 pub(crate) mod exporters;
 pub(crate) mod feed;
+/// Entry points for the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gobin;
 pub mod goruntime;
 pub mod governor;

@@ -62,7 +62,15 @@ fn load_section<'a>(file: &ElfFile64<'a, Endianness>, name: &str) -> Result<Cow<
 pub(crate) fn read_facts(data: &[u8], wanted: &[&str]) -> Result<DwarfFacts, GoBinError> {
     let file = ElfFile64::<Endianness>::parse(data).map_err(dwarf_err)?;
     let owned = gimli::DwarfSections::load(|id| load_section(&file, id.name()))?;
-    let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
+    facts_from_sections(&owned, wanted)
+}
+
+/// [`read_facts`] on sections already taken out of the file (and inflated).
+pub(crate) fn facts_from_sections<T: AsRef<[u8]>>(
+    sections: &gimli::DwarfSections<T>,
+    wanted: &[&str],
+) -> Result<DwarfFacts, GoBinError> {
+    let dwarf = sections.borrow(|s| EndianSlice::new(s.as_ref(), LittleEndian));
     let mut structs = Structs::new();
     let mut consts = Vec::new();
     let mut units = dwarf.units();

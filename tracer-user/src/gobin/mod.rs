@@ -16,12 +16,14 @@
 //! decoding), `allgs` (allgs/allglen from `runtime.allgadd`), `dwarf`
 //! (struct members and constants, which `goruntime::layout` turns into
 //! offsets). Tests: `tests.rs`, on binaries built by
-//! `xtask/src/fixtures.rs` (env `DEFERSCOPE_GO_FIXTURES`).
+//! `xtask/src/fixtures.rs` (env `DEFERSCOPE_GO_FIXTURES`). Fuzzing: `fuzz.rs`
+//! drives every reader for the targets in `fuzz/` (`cargo xtask fuzz`).
 
 mod allgs;
 mod buildinfo;
 mod dwarf;
 mod elf;
+pub(crate) mod fuzz;
 mod moduledata;
 mod pclntab;
 mod prologue;
