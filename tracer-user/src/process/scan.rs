@@ -279,11 +279,13 @@ impl<M: ReadMemory> GoroutineScanner<M> {
     }
 
     /// Walks `_defer.link` from `head`, newest first. Returns the call sites
-    /// and whether the walk was cut short.
+    /// and whether the walk was cut short (an unreadable record, a cycle, or
+    /// [`MAX_CHAIN`] records).
     pub fn walk_chain(&self, head: u64) -> (Vec<u64>, bool) {
         let l = &self.layout;
         let mut sites = Vec::new();
         let mut d = head;
+        let mut cycle = CycleCheck::new(head);
         while d != 0 {
             if sites.len() >= MAX_CHAIN {
                 return (sites, true);
@@ -298,12 +300,19 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                 // pushed after the holder, so they are newer.
                 DeferRecord::RangefuncHolder { head } if head != 0 => {
                     let mut pending = self.mem.read_u64(head).unwrap_or(0);
-                    while pending != 0 && pending != defers::DRAINED_LIST && sites.len() < MAX_CHAIN {
+                    let mut pending_cycle = CycleCheck::new(pending);
+                    while pending != 0 && pending != defers::DRAINED_LIST {
+                        if sites.len() >= MAX_CHAIN {
+                            return (sites, true);
+                        }
                         let Ok(p) = self.mem.read_vec(pending, l.defer_size as usize) else {
                             return (sites, true);
                         };
                         sites.push(self.pending_site(&p));
                         pending = field_u64(&p, l.defer_link).unwrap_or(0);
+                        if pending_cycle.closes(pending) {
+                            return (sites, true);
+                        }
                     }
                 }
                 // No deferred call of their own (the probes skip them too).
@@ -312,8 +321,43 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                 | DeferRecord::SyntheticOpenDefer => {}
             }
             d = field_u64(&record, l.defer_link).unwrap_or(0);
+            if cycle.closes(d) {
+                return (sites, true);
+            }
         }
         (sites, false)
+    }
+}
+
+/// Brent's cycle detection for a linked list read from the target, which
+/// a torn read or a recycled record can close into a loop: O(1) memory, and
+/// a loop is noticed within a few times its length instead of walking it up
+/// to [`MAX_CHAIN`] times.
+struct CycleCheck {
+    /// A node the walk passed, moved up to the current one at every power
+    /// of two steps.
+    mark: u64,
+    power: usize,
+    steps: usize,
+}
+
+impl CycleCheck {
+    fn new(start: u64) -> Self {
+        Self { mark: start, power: 1, steps: 0 }
+    }
+
+    /// Records a step to `next`; true when `next` was already visited.
+    fn closes(&mut self, next: u64) -> bool {
+        if next != 0 && next == self.mark {
+            return true;
+        }
+        self.steps += 1;
+        if self.steps == self.power {
+            self.mark = next;
+            self.power = self.power.saturating_mul(2);
+            self.steps = 0;
+        }
+        false
     }
 }
 
@@ -443,6 +487,35 @@ mod tests {
         rt.push(20, true); // converted header: linked, no function
         rt.push(30, false);
         assert_eq!(rt.scanner().scan().expect("snapshot").goroutines[0].defer_sites, vec![30, 10]);
+    }
+
+    /// Found by the memory_scan fuzz target: a record linking back into the
+    /// chain (here to itself, and a longer loop) was walked 16M times per
+    /// goroutine. The walk now stops at the loop and marks the chain cut.
+    #[test]
+    fn cyclic_chains_end_the_walk() {
+        let mut rt = FakeRuntime::new(24);
+        rt.push(10, false);
+        let l = rt.layout.clone();
+        let first = rt.defers[0].as_ptr() as u64;
+        rt.defers[0][l.defer_link as usize..l.defer_link as usize + 8].copy_from_slice(&first.to_le_bytes());
+        let scanner = rt.scanner();
+        let (sites, cut) = scanner.walk_chain(first);
+        assert!(cut);
+        assert!(sites.len() <= 4, "{sites:?}");
+        // A loop of three behind a head: each record is reported at most a
+        // few times before the loop is noticed.
+        let mut rt = FakeRuntime::new(24);
+        for pc in [10, 20, 30, 40] {
+            rt.push(pc, false);
+        }
+        let third = rt.defers[2].as_ptr() as u64;
+        rt.defers[0][l.defer_link as usize..l.defer_link as usize + 8].copy_from_slice(&third.to_le_bytes());
+        let scan = rt.scanner().scan().expect("scan");
+        let g = &scan.goroutines[0];
+        assert!(!g.consistent, "a cut chain is not trusted");
+        assert_eq!(&g.defer_sites[..4], [40, 30, 20, 10]);
+        assert!(g.defer_sites.len() <= 16, "{:?}", g.defer_sites);
     }
 
     #[test]
