@@ -11,10 +11,12 @@ mod build;
 mod cmd;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod layouts;
 mod lint;
 mod paths;
 mod rustup;
+mod seeds;
 mod setup;
 mod signals;
 mod summary;
@@ -66,6 +68,21 @@ enum Task {
     GenLayouts,
     /// Run the benchmarks.
     Bench,
+    /// Fuzz every reader of untrusted input (cargo-fuzz, nightly), each
+    /// target for N seconds; fails on any crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, value_name = "N", default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Regenerate fuzz/corpus/ from the Go parser fixtures first.
+        #[arg(long)]
+        refresh_seeds: bool,
+        /// libFuzzer sanitizer: none (fastest; the readers are safe Rust), address, ...
+        #[arg(long, default_value = "none")]
+        sanitizer: String,
+        /// Only this target (go_binary, elf, buildinfo, pclntab, dwarf, memory_scan).
+        target: Option<String>,
+    },
 }
 
 fn main() {
@@ -100,6 +117,9 @@ fn run(task: Task) -> Result<i32> {
             layouts::gen_layouts(&root, &toolchains)?;
         }
         Task::Bench => bench::run(&root)?,
+        Task::Fuzz { seconds, refresh_seeds, sanitizer, target } => {
+            return fuzz::run(&root, &fuzz::FuzzArgs { seconds, target, refresh_seeds, sanitizer });
+        }
     }
     Ok(0)
 }

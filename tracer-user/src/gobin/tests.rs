@@ -456,3 +456,40 @@ fn no_section_headers() {
         assert_eq!(b.allgs_location().ok(), good.allgs_location().ok());
     }
 }
+
+/// The committed seeds of the `go_binary` fuzz target (`fuzz/corpus/`, cut
+/// down from the fixtures by `cargo xtask fuzz --refresh-seeds`) parse and
+/// answer like the fixtures they come from, so the fuzzer starts deep.
+#[test]
+fn fuzz_seeds_are_go_binaries() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/go_binary");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("SKIPPED (no {})", dir.display());
+        return;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let b = GoBinary::open(&e.path()).unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert!(name.starts_with(&b.version().raw), "{name}: {}", b.version().raw);
+        assert_eq!(b.is_stripped(), name.contains("stripped"), "{name}");
+        assert_eq!(b.has_dwarf(), !name.contains("stripped"), "{name}");
+        for f in ["runtime.deferproc", "runtime.gopanic", "main.markerCaller"] {
+            let p = b.probe_point(f).unwrap_or_else(|err| panic!("{name}: {f}: {err}"));
+            assert!(p.vaddr > p.entry, "{name}: {f}: the stack check was not recognised");
+        }
+        let rets = b
+            .call_return_points("runtime.newproc.func1", "runtime.newproc1")
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(rets.len(), 1, "{name}");
+        let inl = b.call_return_points("main.inlineCaller", "main.markerCallee").expect("inlineCaller");
+        let sl = b.symbolize(inl[0].vaddr - 1).unwrap_or_else(|| panic!("{name}: symbolize"));
+        assert_eq!(sl.function, "main.inlinedHelper", "{name}");
+        assert!(b.allgs_location().unwrap_or_else(|err| panic!("{name}: {err}")).allglen.is_some(), "{name}");
+        let layout = crate::goruntime::RuntimeLayout::of(&b).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let expected = if b.has_dwarf() { "dwarf" } else { "table" };
+        assert!(layout.source.starts_with(expected), "{name}: {}", layout.source);
+        n += 1;
+    }
+    assert!(n > 0, "{} is empty", dir.display());
+}
