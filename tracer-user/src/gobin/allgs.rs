@@ -34,17 +34,14 @@ impl Accesses {
     /// (allgs, allglen) candidates; `is_data` filters addresses that are not
     /// in writable memory.
     pub(crate) fn solve(&self, is_data: &dyn Fn(u64) -> bool) -> Option<(u64, Option<u64>)> {
-        let allgs = self
-            .plain
-            .iter()
-            .copied()
-            .find(|&x| is_data(x) && self.plain.contains(&(x + 8)) && self.plain.contains(&(x + 16)))?;
-        let allglen = self
-            .atomic_stores
-            .iter()
-            .rev()
-            .copied()
-            .find(|&a| is_data(a) && !self.plain.contains(&a) && !(allgs..allgs + 24).contains(&a));
+        let allgs = self.plain.iter().copied().find(|&x| {
+            let accessed = |off: u64| x.checked_add(off).is_some_and(|a| self.plain.contains(&a));
+            is_data(x) && accessed(8) && accessed(16)
+        })?;
+        // The slice header is 24 bytes; allglen is not part of it.
+        let in_header = |a: u64| a.checked_sub(allgs).is_some_and(|off| off < 24);
+        let allglen =
+            self.atomic_stores.iter().rev().copied().find(|&a| is_data(a) && !self.plain.contains(&a) && !in_header(a));
         Some((allgs, allglen))
     }
 }
@@ -106,7 +103,7 @@ pub(crate) fn arm64_accesses(code: &[u8], entry: u64) -> Accesses {
     let mut acc = Accesses::default();
     let mut regs: [Option<(u64, usize)>; 32] = [None; 32];
     for (i, w) in a64_words(code).enumerate() {
-        let pc = entry + 4 * i as u64;
+        let pc = entry.wrapping_add(4 * i as u64);
         let rd = (w & 0x1f) as usize;
         let rn = ((w >> 5) & 0x1f) as usize;
         let get = |r: usize, regs: &[Option<(u64, usize)>; 32]| {
@@ -164,4 +161,24 @@ pub(crate) fn arm64_accesses(code: &[u8], entry: u64) -> Accesses {
         }
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Addresses decoded from code are words from the file: near the top of
+    /// the address space, X+8, X+16 and the slice's end must not overflow.
+    #[test]
+    fn addresses_at_the_top_do_not_overflow() {
+        let mut acc = Accesses::default();
+        acc.plain.insert(u64::MAX - 7);
+        assert_eq!(acc.solve(&|_| true), None);
+        acc.plain.extend([u64::MAX - 23, u64::MAX - 15]);
+        acc.atomic_stores.push(u64::MAX - 3);
+        assert_eq!(acc.solve(&|_| true), Some((u64::MAX - 23, None)), "allglen inside the slice header");
+        // ADRP; LDR at the last words of the address space.
+        let code: Vec<u8> = [0x9000_0010u32, 0xf940_0210, 0xd503_201f].iter().flat_map(|w| w.to_le_bytes()).collect();
+        let _ = arm64_accesses(&code, u64::MAX - 7);
+    }
 }

@@ -399,20 +399,7 @@ impl GoBinary {
     /// symbol table has it.
     pub(crate) fn wait_reason_strings(&self) -> Option<Vec<String>> {
         let sym = self.elf.symbol("runtime.waitReasonStrings")?;
-        let n = usize::try_from(sym.size / 16).ok()?.min(256);
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n as u64 {
-            let hdr = sym.addr.checked_add(16 * i)?;
-            let ptr = self.elf.read_u64_vaddr(&self.data, hdr)?;
-            let len = usize::try_from(self.elf.read_u64_vaddr(&self.data, hdr + 8)?).ok()?;
-            if len == 0 {
-                out.push(String::new());
-                continue;
-            }
-            let b = self.elf.read_vaddr(&self.data, ptr, len.min(256))?;
-            out.push(String::from_utf8_lossy(b).into_owned());
-        }
-        Some(out)
+        go_strings(&self.elf, &self.data, sym.addr, sym.size / 16)
     }
 
     pub fn allgs_location(&self) -> Result<AllgsLocation, GoBinError> {
@@ -455,4 +442,23 @@ impl GoBinary {
     pub fn load_segments(&self) -> Vec<LoadSegment> {
         self.elf.segments.clone()
     }
+}
+
+/// The `count` Go strings whose headers (`{ptr, len}`) start at `addr`,
+/// each cut at 256 bytes; at most 256 of them.
+fn go_strings(elf: &ElfInfo, data: &[u8], addr: u64, count: u64) -> Option<Vec<String>> {
+    let n = usize::try_from(count).ok()?.min(256);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let hdr = addr.checked_add(16 * i)?;
+        let ptr = elf.read_u64_vaddr(data, hdr)?;
+        let len = usize::try_from(elf.read_u64_vaddr(data, hdr.checked_add(8)?)?).ok()?;
+        if len == 0 {
+            out.push(String::new());
+            continue;
+        }
+        let b = elf.read_vaddr(data, ptr, len.min(256))?;
+        out.push(String::from_utf8_lossy(b).into_owned());
+    }
+    Some(out)
 }

@@ -123,8 +123,10 @@ impl Header {
             while pos + HEADER_LEN <= bytes.len() {
                 let m = u32_at(bytes, pos);
                 if m == Some(MAGIC_120) || m == Some(MAGIC_118) {
-                    if let Some(tail) = bytes.get(pos..) {
-                        if let Ok(h) = Header::parse(tail, seg.vaddr + pos as u64, start + pos) {
+                    // A segment's addresses end at the top of the address space.
+                    let vaddr = seg.vaddr.checked_add(pos as u64);
+                    if let (Some(tail), Some(vaddr)) = (bytes.get(pos..), vaddr) {
+                        if let Ok(h) = Header::parse(tail, vaddr, start + pos) {
                             // Cheap sanity check against random matches: the
                             // first function name must be a string.
                             if h.nfunc > 0 && cstr_at(tail, h.funcname).is_some() {

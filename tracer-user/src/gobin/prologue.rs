@@ -225,8 +225,10 @@ pub(crate) fn a64_calls(code: &[u8], entry: u64) -> Vec<(u64, u64)> {
     a64_words(code)
         .enumerate()
         .filter_map(|(i, w)| {
-            let pc = entry + 4 * i as u64;
-            a64_bl_target(w, pc).map(|t| (pc + 4, t))
+            // Code past the top of the address space (a corrupt segment)
+            // has no return address.
+            let pc = entry.checked_add(4 * i as u64)?;
+            a64_bl_target(w, pc).and_then(|t| Some((pc.checked_add(4)?, t)))
         })
         .collect()
 }
@@ -248,7 +250,7 @@ fn a64_block_calls(code: &[u8], entry: u64, block: u64, is_morestack: &dyn Fn(u6
 
 pub(crate) fn arm64_prologue(code: &[u8], entry: u64, end: u64, is_morestack: &dyn Fn(u64) -> bool) -> Prologue {
     let w: Vec<u32> = a64_words(code).take(5).collect();
-    let pc = |k: usize| entry + 4 * k as u64;
+    let pc = |k: usize| entry.wrapping_add(4 * k as u64);
     let mut found: Option<(usize, Vec<u64>)> = None; // (index of BLS, branch targets)
     if w.first() == Some(&A64_LDR_R16_G_16) {
         let get = |k: usize| w.get(k).copied().unwrap_or(0);
@@ -306,5 +308,18 @@ mod tests {
         // A well-formed check whose branch leaves the function is refused.
         let code = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x90];
         assert_eq!(amd64_prologue(&code, 0x1000, 0x1007, &|_| true), Prologue::NoCheck);
+    }
+
+    /// Function entries come from the file: code at the top of the address
+    /// space must not overflow the PC arithmetic.
+    #[test]
+    fn code_at_the_top_of_the_address_space() {
+        let words = |ws: &[u32]| ws.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+        let check = words(&[A64_LDR_R16_G_16, A64_CMP_SP_R16, 0x5400_0029, 0x9400_0000]);
+        // A segment whose file image runs past the top holds code there.
+        let _ = arm64_prologue(&check, u64::MAX - 7, u64::MAX, &|_| true);
+        assert_eq!(a64_calls(&words(&[0x9400_0001]), u64::MAX - 3), vec![]);
+        let call = [0xe8, 0, 0, 0, 0];
+        assert_eq!(amd64_calls(&call, u64::MAX - 4).len(), 1);
     }
 }

@@ -493,3 +493,41 @@ fn fuzz_seeds_are_go_binaries() {
     }
     assert!(n > 0, "{} is empty", dir.display());
 }
+
+/// An ELF view of `data` alone: one segment mapping it at `vaddr`.
+fn mapped_at(data: &[u8], vaddr: u64) -> ElfInfo {
+    let len = data.len() as u64;
+    let segment = LoadSegment { vaddr, memsz: len, file_offset: 0, filesz: len, flags: 6 };
+    ElfInfo { arch: Arch::X86_64, is_pie: false, segments: vec![segment], sections: vec![], symtab: None }
+}
+
+/// A Go string header in the last 16 bytes of the address space: reading
+/// its length must not overflow the address.
+#[test]
+fn go_strings_at_the_top_of_the_address_space() {
+    let mut data = (u64::MAX - 7).to_le_bytes().to_vec();
+    data.extend_from_slice(&1u64.to_le_bytes());
+    assert_eq!(go_strings(&mapped_at(&data, u64::MAX - 15), &data, u64::MAX - 15, 1), Some(vec!["\u{1}".into()]));
+    assert_eq!(go_strings(&mapped_at(&data[..8], u64::MAX - 7), &data[..8], u64::MAX - 7, 1), None);
+    let mut good = 0x1010u64.to_le_bytes().to_vec();
+    good.extend_from_slice(&3u64.to_le_bytes());
+    good.extend_from_slice(b"abc");
+    assert_eq!(go_strings(&mapped_at(&good, 0x1000), &good, 0x1000, 1), Some(vec!["abc".to_string()]));
+}
+
+/// A pclntab header found by scanning a segment that ends at the top of
+/// the address space: its address must not overflow.
+#[test]
+fn pclntab_scan_at_the_top_of_the_address_space() {
+    let mut tab = vec![0u8; 8]; // the header sits 8 bytes into the segment
+    tab.extend_from_slice(&pclntab::MAGIC_120.to_le_bytes());
+    tab.extend_from_slice(&[0, 0, 1, 8]);
+    // nfunc, nfiles, textStart, funcname, cu, filetab, pctab, pcln
+    for w in [1u64, 0, 0x1000, 72, 72, 72, 72, 80] {
+        tab.extend_from_slice(&w.to_le_bytes());
+    }
+    tab.extend_from_slice(b"f\0\0\0\0\0\0\0"); // funcnametab at 72
+    tab.extend_from_slice(&[0; 24]); // functab at 80: 2 entries, then a _func
+    assert!(Header::locate(&tab, &mapped_at(&tab, 0x40_0000)).expect("scan").is_some(), "a valid header");
+    assert!(Header::locate(&tab, &mapped_at(&tab, u64::MAX - 3)).expect("scan").is_none());
+}
