@@ -74,3 +74,48 @@ fn layout_for(pick: u8) -> Option<RuntimeLayout> {
     let version = GoVersion { major: 1, minor, patch: 0, raw: format!("go1.{minor}") };
     RuntimeLayout::from_table(&version, arch).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every committed seed replays through its target's harness in the
+    /// ordinary test run (with overflow checks), and so does every one-byte
+    /// corruption of a few of them: a cheap guard between fuzzing runs.
+    #[test]
+    fn committed_corpus_replays() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 6] = [
+            ("go_binary", super::go_binary),
+            ("elf", super::elf),
+            ("buildinfo", super::buildinfo),
+            ("pclntab", super::pclntab),
+            ("dwarf", super::dwarf),
+            ("memory_scan", super::memory_scan),
+        ];
+        for (name, run) in targets {
+            let Ok(entries) = std::fs::read_dir(corpus.join(name)) else {
+                eprintln!("SKIPPED ({name}: no corpus)");
+                continue;
+            };
+            for (i, entry) in entries.flatten().enumerate() {
+                let mut data = std::fs::read(entry.path()).expect("seed");
+                run(&data);
+                if i == 0 {
+                    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+                    for _ in 0..64 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let at = (x % data.len().max(1) as u64) as usize;
+                        if let Some(b) = data.get_mut(at) {
+                            *b ^= (x >> 32) as u8 | 1;
+                        }
+                        run(&data);
+                    }
+                }
+            }
+        }
+    }
+}

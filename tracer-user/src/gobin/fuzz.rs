@@ -165,7 +165,7 @@ pub(crate) fn dwarf(data: &[u8]) {
 }
 
 fn raw_sections(data: &[u8]) -> Option<gimli::DwarfSections<&[u8]>> {
-    let len = |at: usize| Some(usize::try_from(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?)).ok()?);
+    let len = |at: usize| usize::try_from(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?)).ok();
     let (abbrev_len, str_len) = (len(0)?, len(4)?);
     let abbrev_end = 8usize.checked_add(abbrev_len)?;
     let str_end = abbrev_end.checked_add(str_len)?;
