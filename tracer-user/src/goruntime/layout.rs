@@ -474,7 +474,7 @@ mod tests {
                 (name.to_string(), (size, m))
             })
             .collect(),
-            runtime_consts: Vec::new(),
+            runtime_consts: StatusCodes::REQUIRED.iter().zip(0..).map(|(name, v)| (name.to_string(), v)).collect(),
         };
         let version = v(24);
         let layout = RuntimeLayout::from_dwarf(&facts(400, 8), &version, None).expect("plausible");
