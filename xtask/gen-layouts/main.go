@@ -35,41 +35,63 @@ type waitReason struct {
 // layout mirrors goruntime::RuntimeLayout, which deserialises these records
 // directly (field names must match tracer-user/src/goruntime/layout.rs).
 type layout struct {
-	Go            string       `json:"go"`
-	Minor         int          `json:"minor"`
-	Arch          string       `json:"arch"`
-	GSize         uint64       `json:"g_size"`
-	GStackLo      uint64       `json:"g_stack_lo"`
-	GStackHi      uint64       `json:"g_stack_hi"`
-	GDefer        uint64       `json:"g_defer"`
-	GPanic        uint64       `json:"g_panic"`
-	GM            uint64       `json:"g_m"`
-	GSched        uint64       `json:"g_sched"`
-	GobufSP       uint64       `json:"gobuf_sp"`
-	GobufPC       uint64       `json:"gobuf_pc"`
-	GobufLR       uint64       `json:"gobuf_lr"`
-	GobufBP       uint64       `json:"gobuf_bp"`
-	GAtomicstatus uint64       `json:"g_atomicstatus"`
-	GGoid         uint64       `json:"g_goid"`
-	GWaitsince    uint64       `json:"g_waitsince"`
-	GWaitreason   uint64       `json:"g_waitreason"`
-	GParentGoid   *uint64      `json:"g_parent_goid"`
-	GGopc         uint64       `json:"g_gopc"`
-	GStartpc      uint64       `json:"g_startpc"`
-	GTrackingSeq  *uint64      `json:"g_tracking_seq"`
-	MCurg         uint64       `json:"m_curg"`
-	DeferSize     uint64       `json:"defer_size"`
-	DeferSP       uint64       `json:"defer_sp"`
-	DeferPC       uint64       `json:"defer_pc"`
-	DeferFn       uint64       `json:"defer_fn"`
-	DeferLink     uint64       `json:"defer_link"`
-	DeferHeap     uint64       `json:"defer_heap"`
-	DeferOpen     *uint64      `json:"defer_open_defer"`
-	DeferRange    *uint64      `json:"defer_rangefunc"`
-	DeferHead     *uint64      `json:"defer_head"`
+	Go            string  `json:"go"`
+	Minor         int     `json:"minor"`
+	Arch          string  `json:"arch"`
+	GSize         uint64  `json:"g_size"`
+	GStackLo      uint64  `json:"g_stack_lo"`
+	GStackHi      uint64  `json:"g_stack_hi"`
+	GDefer        uint64  `json:"g_defer"`
+	GPanic        uint64  `json:"g_panic"`
+	GM            uint64  `json:"g_m"`
+	GSched        uint64  `json:"g_sched"`
+	GobufSP       uint64  `json:"gobuf_sp"`
+	GobufPC       uint64  `json:"gobuf_pc"`
+	GobufLR       uint64  `json:"gobuf_lr"`
+	GobufBP       uint64  `json:"gobuf_bp"`
+	GAtomicstatus uint64  `json:"g_atomicstatus"`
+	GGoid         uint64  `json:"g_goid"`
+	GWaitsince    uint64  `json:"g_waitsince"`
+	GWaitreason   uint64  `json:"g_waitreason"`
+	GParentGoid   *uint64 `json:"g_parent_goid"`
+	GGopc         uint64  `json:"g_gopc"`
+	GStartpc      uint64  `json:"g_startpc"`
+	GTrackingSeq  *uint64 `json:"g_tracking_seq"`
+	MCurg         uint64  `json:"m_curg"`
+	DeferSize     uint64  `json:"defer_size"`
+	DeferSP       uint64  `json:"defer_sp"`
+	DeferPC       uint64  `json:"defer_pc"`
+	DeferFn       uint64  `json:"defer_fn"`
+	DeferLink     uint64  `json:"defer_link"`
+	DeferHeap     uint64  `json:"defer_heap"`
+	DeferOpen     *uint64 `json:"defer_open_defer"`
+	DeferRange    *uint64 `json:"defer_rangefunc"`
+	DeferHead     *uint64 `json:"defer_head"`
 	// The _G* goroutine status constants of runtime2.go, by name.
 	GStatuses   map[string]int64 `json:"g_statuses"`
 	WaitReasons []waitReason     `json:"wait_reasons"`
+	// What the out-of-process reachability scan (leak proofs) reads.
+	Reach reach `json:"reach"`
+}
+
+// reach mirrors goruntime::layout::ReachLayout.
+type reach struct {
+	GWaiting       uint64 `json:"g_waiting"`
+	MheapAllspans  uint64 `json:"mheap_allspans"`
+	MspanSize      uint64 `json:"mspan_size"`
+	MspanStart     uint64 `json:"mspan_start"`
+	MspanNpages    uint64 `json:"mspan_npages"`
+	MspanElemsize  uint64 `json:"mspan_elemsize"`
+	MspanState     uint64 `json:"mspan_state"`
+	MspanSpanclass uint64 `json:"mspan_spanclass"`
+	MspanSpecials  uint64 `json:"mspan_specials"`
+	SpecialNext    uint64 `json:"special_next"`
+	SpecialOffset  uint64 `json:"special_offset"`
+	SpecialKind    uint64 `json:"special_kind"`
+	SudogSize      uint64 `json:"sudog_size"`
+	SudogC         uint64 `json:"sudog_c"`
+	SudogElem      uint64 `json:"sudog_elem"`
+	SudogWaitlink  uint64 `json:"sudog_waitlink"`
 }
 
 type structInfo struct {
@@ -147,7 +169,8 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	if err != nil {
 		return layout{}, fmt.Errorf("DWARF: %w", err)
 	}
-	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true}
+	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
+		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true}
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
@@ -256,6 +279,25 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		DeferOpen:     opt("runtime._defer", "openDefer"),
 		DeferRange:    opt("runtime._defer", "rangefunc"),
 		DeferHead:     opt("runtime._defer", "head"),
+	}
+	ms, sg := "runtime.mspan", "runtime.sudog"
+	l.Reach = reach{
+		GWaiting:       req(g, "waiting"),
+		MheapAllspans:  req("runtime.mheap", "allspans"),
+		MspanSize:      uint64(structs[ms].size),
+		MspanStart:     req(ms, "startAddr"),
+		MspanNpages:    req(ms, "npages"),
+		MspanElemsize:  req(ms, "elemsize"),
+		MspanState:     req(ms, "state"),
+		MspanSpanclass: req(ms, "spanclass"),
+		MspanSpecials:  req(ms, "specials"),
+		SpecialNext:    req("runtime.special", "next"),
+		SpecialOffset:  req("runtime.special", "offset"),
+		SpecialKind:    req("runtime.special", "kind"),
+		SudogSize:      uint64(structs[sg].size),
+		SudogC:         req(sg, "c"),
+		SudogElem:      req(sg, "elem"),
+		SudogWaitlink:  req(sg, "waitlink"),
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

@@ -163,6 +163,104 @@ pub(crate) fn arm64_accesses(code: &[u8], entry: u64) -> Accesses {
     acc
 }
 
+/// The static address held in the receiver register (amd64 `AX`, arm64
+/// `R0`: the first argument of Go's register ABI, Go 1.17+/1.18+) at each
+/// direct call to `callee` in `code`: how `runtime.mheap_` is found in
+/// stripped binaries, from `mheap_.alloc(…)` in `runtime.(*mcentral).grow`
+/// (`LEAQ runtime.mheap_(SB), AX; …; CALL runtime.(*mheap).alloc`).
+pub(crate) fn receivers_at_calls(code: &[u8], entry: u64, callee: u64, arm64: bool) -> Vec<u64> {
+    if arm64 { arm64_receivers(code, entry, callee) } else { amd64_receivers(code, entry, callee) }
+}
+
+fn amd64_receivers(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut dec = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    let mut rax: Option<u64> = None;
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if ins.is_invalid() {
+            rax = None;
+            continue;
+        }
+        if ins.mnemonic() == Mnemonic::Call {
+            if ins.op0_kind() == OpKind::NearBranch64 && ins.near_branch_target() == callee {
+                out.extend(rax);
+            }
+            rax = None;
+            continue;
+        }
+        if ins.mnemonic() == Mnemonic::Lea
+            && ins.is_ip_rel_memory_operand()
+            && ins.op0_register().full_register() == Register::RAX
+        {
+            rax = Some(ins.ip_rel_memory_address());
+            continue;
+        }
+        // Anything else written to RAX (or a jump into the middle) forgets it.
+        let writes_rax = ins.op_count() > 0
+            && ins.op0_kind() == OpKind::Register
+            && ins.op0_register().full_register() == Register::RAX;
+        if writes_rax || matches!(ins.mnemonic(), Mnemonic::Jmp | Mnemonic::Ret) {
+            rax = None;
+        }
+    }
+    out
+}
+
+/// How many instructions after `ADRP; ADD` into R0 a `BL` may come.
+const A64_CALL_WINDOW: usize = 8;
+
+fn arm64_receivers(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut adrp: [Option<(u64, usize)>; 32] = [None; 32];
+    let mut r0: Option<(u64, usize)> = None;
+    for (i, w) in a64_words(code).enumerate() {
+        let pc = entry + 4 * i as u64;
+        let rd = (w & 0x1f) as usize;
+        let rn = ((w >> 5) & 0x1f) as usize;
+        if w & 0x9f00_0000 == 0x9000_0000 {
+            // ADRP Xd, label
+            let immlo = u64::from((w >> 29) & 0x3);
+            let immhi = u64::from((w >> 5) & 0x7_ffff);
+            let imm = (((immhi << 2) | immlo) as i64) << 43 >> 43;
+            adrp[rd] = Some(((pc & !0xfff).wrapping_add((imm << 12) as u64), i));
+            if rd == 0 {
+                r0 = None;
+            }
+            continue;
+        }
+        if w & 0xff80_0000 == 0x9100_0000 {
+            // ADD Xd, Xn, #imm12{, LSL #12}
+            let sh = (w >> 22) & 1;
+            let imm = u64::from((w >> 10) & 0xfff) << (12 * sh);
+            let v = adrp[rn].filter(|&(_, at)| i - at <= 2).map(|(b, _)| b.wrapping_add(imm));
+            if rd == 0 {
+                r0 = v.map(|v| (v, i));
+            }
+            adrp[rd] = None;
+            continue;
+        }
+        if w & 0xfc00_0000 == 0x9400_0000 {
+            // BL label
+            let imm = ((w & 0x03ff_ffff) as i64) << 38 >> 36; // imm26 * 4, sign-extended
+            if pc.wrapping_add(imm as u64) == callee
+                && let Some((v, at)) = r0
+                && i - at <= A64_CALL_WINDOW
+            {
+                out.push(v);
+            }
+            r0 = None;
+            continue;
+        }
+        // Most instructions write Rd (bits 0–4): forget it.
+        if rd == 0 {
+            r0 = None;
+        }
+        adrp[rd] = None;
+    }
+    out
+
 #[cfg(test)]
 mod tests {
     use super::*;

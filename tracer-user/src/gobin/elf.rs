@@ -38,6 +38,8 @@ pub(crate) struct SectionInfo {
     pub addr: u64,
     /// File range of the section's bytes; None for SHT_NOBITS (`.bss`).
     pub file_range: Option<(u64, u64)>,
+    /// Size in memory.
+    pub size: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -94,7 +96,12 @@ impl ElfInfo {
             .filter_map(|s| {
                 let name = s.name().ok()?.to_string();
                 let nobits = s.elf_section_header().sh_type(endian) == elf::SHT_NOBITS;
-                Some(SectionInfo { name, addr: s.address(), file_range: if nobits { None } else { s.file_range() } })
+                Some(SectionInfo {
+                    name,
+                    addr: s.address(),
+                    file_range: if nobits { None } else { s.file_range() },
+                    size: s.size(),
+                })
             })
             .collect();
         let symtab = file.symbol_table().map(|table| {

@@ -428,6 +428,44 @@ impl GoBinary {
         Ok(AllgsLocation { allgs, allglen })
     }
 
+    /// Static address of `runtime.mheap_`, from `.symtab` (None when
+    /// stripped: then leaks are proven only for goroutines that can never
+    /// wake).
+    pub fn mheap_location(&self) -> Option<u64> {
+        match self.elf.symbol("runtime.mheap_") {
+            Some(sym) => Some(sym.addr),
+            None => self.mheap_from_code(),
+        }
+    }
+
+    /// `mheap_location` for stripped binaries: the receiver of the
+    /// `mheap_.alloc(…)` call in `runtime.(*mcentral).grow` (see
+    /// `allgs::receivers_at_calls`), when every such call agrees and the
+    /// address is writable data.
+    pub fn mheap_from_code(&self) -> Option<u64> {
+        let (entry, end) = self.located("runtime.(*mcentral).grow").ok()?;
+        let callee = self.function_entry("runtime.(*mheap).alloc")?;
+        let code = self.code(entry, end).ok()?;
+        let found = allgs::receivers_at_calls(code, entry, callee, self.elf.arch == Arch::Aarch64);
+        let first = *found.first()?;
+        let is_data =
+            self.elf.segments.iter().any(|s| s.is_writable() && first >= s.vaddr && first - s.vaddr < s.memsz);
+        (is_data && found.iter().all(|&a| a == first)).then_some(first)
+    }
+
+    /// The static ranges `[start, end)` of the module's data and bss, which
+    /// hold every global that can point into the heap (`moduledata.data`..
+    /// `edata` and `bss`..`ebss`: the `.data` and `.bss` sections; the
+    /// `noptr` ones hold no pointers). Section headers survive `-s -w`.
+    pub fn pointer_globals(&self) -> Vec<(u64, u64)> {
+        [".data", ".bss"]
+            .into_iter()
+            .filter_map(|name| self.elf.section(name))
+            .filter(|s| s.addr != 0 && s.size > 0)
+            .filter_map(|s| Some((s.addr, s.addr.checked_add(s.size)?)))
+            .collect()
+    }
+
     /// Converts a static virtual address into a file offset (program headers).
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
         self.elf.vaddr_to_file_offset(vaddr)

@@ -337,6 +337,28 @@ fn allgs_from_code_matches_symtab() {
     }
 }
 
+#[test]
+fn mheap_from_code_matches_symtab() {
+    let Some(fx) = fixtures() else { return };
+    for ((full, _), variants) in grouped(&fx) {
+        for (variant, (f, b)) in &variants {
+            let ctx = f.path.display();
+            let decoded = b.mheap_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.mheap_ not found in code"));
+            if let Some(sym) = b.elf.symbol("runtime.mheap_") {
+                assert_eq!(decoded, sym.addr, "{ctx}");
+            }
+            assert_eq!(b.mheap_location(), Some(decoded), "{ctx}");
+            let _ = variant;
+        }
+        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
+            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
+            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
+            let (ma, ms) = (ba.mheap_location().expect("mheap"), bs.mheap_location().expect("mheap"));
+            assert_eq!(ms.wrapping_sub(ma), shift, "{full} {a}/{s}");
+        }
+    }
+}
+
 // ---- malformed input -----------------------------------------------------
 
 #[test]

@@ -14,7 +14,17 @@ use super::goroutines::GoroutineStatus;
 use crate::gobin::{Arch, DwarfFacts, GoBinError, GoBinary, GoVersion};
 
 /// The structs a [`RuntimeLayout`] is computed from.
-pub(crate) const STRUCTS: &[&str] = &["runtime.g", "runtime.gobuf", "runtime.m", "runtime._defer", "runtime.stack"];
+pub(crate) const STRUCTS: &[&str] = &[
+    "runtime.g",
+    "runtime.gobuf",
+    "runtime.m",
+    "runtime._defer",
+    "runtime.stack",
+    "runtime.mheap",
+    "runtime.mspan",
+    "runtime.special",
+    "runtime.sudog",
+];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
 
@@ -65,9 +75,41 @@ pub(crate) struct RuntimeLayout {
     pub g_statuses: StatusCodes,
     /// The `waitReason` enum and the strings Go prints for it.
     pub wait_reasons: WaitReasons,
+    /// What the reachability scan reads (leak proofs); None when the
+    /// binary's DWARF lacks one of its members (no proofs, never a guess).
+    #[serde(default)]
+    pub reach: Option<ReachLayout>,
     /// Where this layout came from: "dwarf" or "table:go1.24".
     #[serde(skip)]
     pub source: String,
+}
+
+/// Offsets the reachability scan (`process::reachability`) reads: the heap's
+/// span table, spans, their specials, and the sudogs of blocked goroutines.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub(crate) struct ReachLayout {
+    /// `g.waiting`: the goroutine's sudogs while it blocks (chained by
+    /// `sudog.waitlink`).
+    pub g_waiting: u64,
+    /// `mheap.allspans`: slice of every `*mspan` ever created.
+    pub mheap_allspans: u64,
+    pub mspan_size: u64,
+    pub mspan_start: u64,
+    pub mspan_npages: u64,
+    pub mspan_elemsize: u64,
+    /// `mspan.state` (an `mSpanStateBox`: its first byte is the state).
+    pub mspan_state: u64,
+    pub mspan_spanclass: u64,
+    pub mspan_specials: u64,
+    pub special_next: u64,
+    /// `special.offset`: uint16 up to Go 1.21, uintptr since (its width is
+    /// `special_kind - special_offset`).
+    pub special_offset: u64,
+    pub special_kind: u64,
+    pub sudog_size: u64,
+    pub sudog_c: u64,
+    pub sudog_elem: u64,
+    pub sudog_waitlink: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -261,6 +303,7 @@ impl RuntimeLayout {
             defer_open_defer: member(d, "openDefer"),
             defer_rangefunc: member(d, "rangefunc"),
             defer_head: member(d, "head"),
+            reach: reach_from_dwarf(&member, &|st: &str| s.get(st).map(|x| x.0).filter(|&n| n > 0)),
             g_statuses,
             wait_reasons: wait_reasons_from_dwarf(&facts.runtime_consts, version, binary_strings),
             source: "dwarf".to_string(),
@@ -309,6 +352,32 @@ impl RuntimeLayout {
         }
         Ok(())
     }
+}
+
+/// The reachability offsets, when the DWARF has every one of them.
+fn reach_from_dwarf(
+    member: &dyn Fn(&str, &str) -> Option<u64>,
+    size: &dyn Fn(&str) -> Option<u64>,
+) -> Option<ReachLayout> {
+    let (ms, sg, sp) = ("runtime.mspan", "runtime.sudog", "runtime.special");
+    Some(ReachLayout {
+        g_waiting: member("runtime.g", "waiting")?,
+        mheap_allspans: member("runtime.mheap", "allspans")?,
+        mspan_size: size(ms)?,
+        mspan_start: member(ms, "startAddr")?,
+        mspan_npages: member(ms, "npages")?,
+        mspan_elemsize: member(ms, "elemsize")?,
+        mspan_state: member(ms, "state")?,
+        mspan_spanclass: member(ms, "spanclass")?,
+        mspan_specials: member(ms, "specials")?,
+        special_next: member(sp, "next")?,
+        special_offset: member(sp, "offset")?,
+        special_kind: member(sp, "kind")?,
+        sudog_size: size(sg)?,
+        sudog_c: member(sg, "c")?,
+        sudog_elem: member(sg, "elem")?,
+        sudog_waitlink: member(sg, "waitlink")?,
+    })
 }
 
 fn missing(what: &str) -> GoBinError {

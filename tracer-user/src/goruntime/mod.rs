@@ -25,6 +25,7 @@
 //! 5. `cargo xtask test`: every integration test runs on every toolchain.
 pub(crate) mod defers;
 pub(crate) mod goroutines;
+pub(crate) mod heap;
 pub(crate) mod layout;
 pub(crate) mod probe_plan;
 pub(crate) mod wait;

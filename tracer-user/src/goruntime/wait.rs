@@ -29,9 +29,50 @@ pub(crate) fn is_concurrency_primitive(reason: &str) -> bool {
     CONCURRENCY_PRIMITIVE_WAITS.contains(&reason)
 }
 
+/// What a blocked goroutine's wait reason says about proving it leaked,
+/// following Go's own `isMaybeRunnable` (runtime/mgc.go, Go 1.26).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrimitiveWait {
+    /// Nothing can ever wake it: a nil channel, `select {}`. The reason says why.
+    NeverWakes(&'static str),
+    /// Channel send, receive or select: woken only through the channels of
+    /// its sudogs (`g.waiting`, chained by `waitlink`, field `c`).
+    Channel,
+    /// Mutex, RWMutex, WaitGroup, Cond: woken only through the sync object
+    /// at the first sudog's `elem`. The runtime links that sudog from
+    /// `g.waiting` only since Go 1.26; before, such goroutines are never
+    /// proven (they count as maybe-runnable).
+    Sync,
+    /// Anything else (sleep, I/O, syscalls, runtime semaphores): may run.
+    MayRun,
+}
+
+/// Classifies a wait reason (as Go prints it) for the reachability proof.
+pub(crate) fn primitive_wait(reason: &str) -> PrimitiveWait {
+    match reason {
+        "chan send (nil chan)" | "chan receive (nil chan)" => PrimitiveWait::NeverWakes("nil channel"),
+        "select (no cases)" => PrimitiveWait::NeverWakes("select with no cases"),
+        "chan send" | "chan receive" | "select" => PrimitiveWait::Channel,
+        "sync.Mutex.Lock" | "sync.RWMutex.RLock" | "sync.RWMutex.Lock" | "sync.Cond.Wait" | "sync.WaitGroup.Wait" => {
+            PrimitiveWait::Sync
+        }
+        _ => PrimitiveWait::MayRun,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn primitive_waits_follow_go() {
+        assert_eq!(primitive_wait("chan send (nil chan)"), PrimitiveWait::NeverWakes("nil channel"));
+        assert_eq!(primitive_wait("select"), PrimitiveWait::Channel);
+        assert_eq!(primitive_wait("sync.WaitGroup.Wait"), PrimitiveWait::Sync);
+        // Runtime semaphores (and WaitGroup.Wait before Go 1.24) are never proven.
+        assert_eq!(primitive_wait("semacquire"), PrimitiveWait::MayRun);
+        assert_eq!(primitive_wait("sleep"), PrimitiveWait::MayRun);
+    }
 
     #[test]
     fn primitives_and_the_rest() {
