@@ -2,6 +2,7 @@
 //! only (`memory`), and the goroutines scanned from that memory (`scan`,
 //! with stacks unwound by `stack`).
 pub(crate) mod memory;
+pub(crate) mod reachability;
 pub(crate) mod scan;
 pub(crate) mod stack;
 pub(crate) mod traced;

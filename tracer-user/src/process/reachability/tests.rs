@@ -1,0 +1,297 @@
+//! The proof on a fake address space laid out like a Go 1.26 runtime's:
+//! globals, one scan span, one noscan span, goroutines with stacks and
+//! sudogs, a special.
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::gobin::{Arch, GoVersion};
+
+#[derive(Default)]
+struct FakeMem {
+    regions: BTreeMap<u64, Vec<u8>>,
+}
+
+impl FakeMem {
+    fn map(&mut self, addr: u64, len: usize) {
+        self.regions.insert(addr, vec![0; len]);
+    }
+
+    fn put(&mut self, addr: u64, value: u64) {
+        let (start, region) = self.regions.range_mut(..=addr).next_back().expect("mapped");
+        let off = (addr - start) as usize;
+        region[off..off + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    fn put_bytes(&mut self, addr: u64, bytes: &[u8]) {
+        let (start, region) = self.regions.range_mut(..=addr).next_back().expect("mapped");
+        let off = (addr - start) as usize;
+        region[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+impl ReadMemory for FakeMem {
+    fn read_exact(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let short = || MemoryError::Short { addr, len: buf.len(), got: 0 };
+        let (start, region) = self.regions.range(..=addr).next_back().ok_or_else(short)?;
+        let off = (addr - start) as usize;
+        let bytes = region.get(off..off + buf.len()).ok_or_else(short)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+const GLOBALS: u64 = 0x10_0000;
+const ALLGS: u64 = 0x20_0000;
+const GS: u64 = 0x30_0000;
+const G_STRIDE: u64 = 0x1000;
+const STACKS: u64 = 0x100_0000;
+const STACK_SIZE: u64 = 0x2000;
+const SPANS: u64 = 0x40_0000;
+const SPECIAL: u64 = 0x60_0000;
+const MHEAP: u64 = 0x70_0000;
+/// A scan span of 64-byte objects and a noscan one.
+const HEAP: u64 = 0xc000_0000;
+const NOSCAN: u64 = HEAP + 0x2000;
+/// A scan span of sudogs (96-byte objects).
+const SUDOGS: u64 = HEAP + 0x4000;
+
+fn obj(i: u64) -> u64 {
+    HEAP + i * 64
+}
+
+struct Fake {
+    mem: FakeMem,
+    target: ReachTarget,
+    gs: Vec<u64>,
+    sudogs: u64,
+}
+
+impl Fake {
+    fn new() -> Self {
+        let version = GoVersion::parse("go1.26.1").expect("version");
+        let mut layout = RuntimeLayout::from_table(&version, Arch::X86_64).expect("table");
+        layout.reach = Some(ReachLayout {
+            g_waiting: layout.g_size - 8,
+            mheap_allspans: 0x10,
+            mspan_size: 0x100,
+            mspan_start: 0x18,
+            mspan_npages: 0x20,
+            mspan_elemsize: 0x68,
+            mspan_state: 0x70,
+            mspan_spanclass: 0x60,
+            mspan_specials: 0x58,
+            special_next: 0,
+            special_offset: 8,
+            special_kind: 16,
+            sudog_size: 0x58,
+            sudog_c: 0x50,
+            sudog_elem: 0x10,
+            sudog_waitlink: 0x30,
+        });
+        let mut mem = FakeMem::default();
+        for (addr, len) in [
+            (GLOBALS, 0x100),
+            (ALLGS, 0x1000),
+            (GS, 0x10_0000),
+            (STACKS, 0x10_0000),
+            (SPANS, 0x1000),
+            (SPECIAL, 0x40),
+            (MHEAP, 0x100),
+            (HEAP, 0x6000),
+        ] {
+            mem.map(addr, len);
+        }
+        let r = layout.reach.clone().expect("reach");
+        // Two in-use spans: scan (class 2 << 1) and noscan (class 2 << 1 | 1).
+        for (k, (start, class, size)) in [(HEAP, 4u8, 64), (NOSCAN, 5u8, 64), (SUDOGS, 6u8, 96)].into_iter().enumerate()
+        {
+            let s = SPANS + 0x100 * k as u64;
+            mem.put(s + r.mspan_start, start);
+            mem.put(s + r.mspan_npages, 1);
+            mem.put(s + r.mspan_elemsize, size);
+            mem.put_bytes(s + r.mspan_state, &[MSPAN_IN_USE]);
+            mem.put_bytes(s + r.mspan_spanclass, &[class]);
+            mem.put(SPANS + 0x800 + 8 * k as u64, s);
+        }
+        mem.put(MHEAP + r.mheap_allspans, SPANS + 0x800);
+        mem.put(MHEAP + r.mheap_allspans + 8, 3);
+        mem.put(ALLGS, ALLGS + 0x100);
+        let target = ReachTarget {
+            layout,
+            allgs: ALLGS,
+            allglen: None,
+            mheap: Some(MHEAP),
+            globals: vec![(GLOBALS, GLOBALS + 0x100)],
+            max_bytes_per_s: 0,
+        };
+        Fake { mem, target, gs: Vec::new(), sudogs: SUDOGS }
+    }
+
+    /// Adds goroutine `goid` with `status` and wait reason, its stack
+    /// holding `stack_words` just below the top (and its saved SP below
+    /// them). Returns its g address.
+    fn goroutine(&mut self, goid: u64, status: &str, reason: &str, stack_words: &[u64]) -> u64 {
+        let l = &self.target.layout;
+        let n = self.gs.len() as u64;
+        let g = GS + n * G_STRIDE;
+        let (lo, hi) = (STACKS + n * STACK_SIZE, STACKS + (n + 1) * STACK_SIZE);
+        let sp = hi - 8 * (stack_words.len() as u64 + 1);
+        let status_value = l.g_statuses.value(status).expect("status");
+        let reason_value = l.wait_reasons.iter().find(|w| w.string == reason).map_or(0, |w| w.value);
+        let (goid_off, st, wr, seq) = (l.g_goid, l.g_atomicstatus, l.g_waitreason, l.g_tracking_seq.expect("seq"));
+        let (lo_off, hi_off, sp_off) = (l.g_stack_lo, l.g_stack_hi, l.g_sched + l.gobuf_sp);
+        self.mem.put(g + goid_off, goid);
+        self.mem.put_bytes(g + st, &status_value.to_le_bytes());
+        self.mem.put_bytes(g + wr, &[reason_value]);
+        self.mem.put_bytes(g + seq, &[7]);
+        self.mem.put(g + lo_off, lo);
+        self.mem.put(g + hi_off, hi);
+        self.mem.put(g + sp_off, sp);
+        // A stale word below SP: never a root.
+        self.mem.put(sp - 8, obj(60));
+        for (k, &w) in stack_words.iter().enumerate() {
+            self.mem.put(sp + 8 * k as u64, w);
+        }
+        self.mem.put(ALLGS + 0x100 + 8 * n, g);
+        self.gs.push(g);
+        self.mem.put(ALLGS + 8, self.gs.len() as u64);
+        g
+    }
+
+    /// Parks `g` on the channels `chans` (a select when several).
+    fn wait_on(&mut self, g: u64, chans: &[u64], sync: bool) {
+        let r = self.target.layout.reach.clone().expect("reach");
+        let mut next = 0;
+        for &c in chans.iter().rev() {
+            let sg = self.sudogs;
+            self.sudogs += 96;
+            let field = if sync { r.sudog_elem } else { r.sudog_c };
+            self.mem.put(sg + field, c);
+            self.mem.put(sg + r.sudog_waitlink, next);
+            next = sg;
+        }
+        self.mem.put(g + r.g_waiting, next);
+    }
+
+    fn unreachable(&self) -> Vec<(u64, &'static str)> {
+        let scan = scan(&self.mem, &self.target);
+        assert_eq!(scan.error, None);
+        let mut got: Vec<(u64, &'static str)> = scan.unreachable.iter().map(|u| (u.goid, u.reason)).collect();
+        got.sort_unstable();
+        got
+    }
+}
+
+#[test]
+fn unreachable_primitives_and_only_them() {
+    let mut f = Fake::new();
+    // Globals → object 0 → channel 1 (so goroutines on it can be woken).
+    f.mem.put(GLOBALS, obj(0));
+    f.mem.put(obj(0) + 16, obj(1));
+    // Noscan object 0 points at channel 7: not a reference.
+    f.mem.put(NOSCAN, obj(7));
+
+    let g10 = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g10, &[obj(1)], false); // reachable from globals
+    let g11 = f.goroutine(11, "_Gwaiting", "chan send", &[obj(3)]);
+    f.wait_on(g11, &[obj(2)], false); // nobody holds channel 2
+    let g12 = f.goroutine(12, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g12, &[obj(3)], false); // only on the stack of g11, itself stuck
+    let g13 = f.goroutine(13, "_Gwaiting", "select", &[]);
+    f.wait_on(g13, &[obj(2), obj(4)], false); // channel 4: on g14's stack
+    f.goroutine(14, "_Grunnable", "", &[obj(4) + 8]); // an interior pointer
+    let g15 = f.goroutine(15, "_Gwaiting", "chan receive", &[obj(6)]);
+    f.wait_on(g15, &[obj(1)], false); // woken through channel 1, so its stack counts
+    let g16 = f.goroutine(16, "_Gwaiting", "chan send", &[]);
+    f.wait_on(g16, &[obj(6)], false); // reachable at the second round
+    let g17 = f.goroutine(17, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g17, &[obj(7)], false); // only a noscan word points at it
+    f.goroutine(18, "_Gwaiting", "chan send (nil chan)", &[]);
+    let main = f.goroutine(1, "_Gwaiting", "chan receive", &[obj(9)]);
+    f.wait_on(main, &[obj(8)], false); // main: never proven, its stack is a root
+    let g19 = f.goroutine(19, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g19, &[obj(9)], false);
+    let g20 = f.goroutine(20, "_Gwaiting", "sync.Mutex.Lock", &[]);
+    f.wait_on(g20, &[obj(10) + 8], true); // a mutex inside a larger object nobody holds
+    f.goroutine(21, "_Gwaiting", "sleep", &[obj(11)]); // sleepers may run
+    let g22 = f.goroutine(22, "_Gwaiting", "sync.WaitGroup.Wait", &[]);
+    f.wait_on(g22, &[obj(11)], true);
+    let g23 = f.goroutine(23, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g23, &[obj(60)], false); // only a stale word below some SP
+    f.goroutine(24, "_Gwaiting", "sync.Mutex.Lock", &[]); // no sudog linked (before Go 1.26)
+    let g25 = f.goroutine(25, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g25, &[GLOBALS + 0x80], false); // not a heap object: may be woken
+
+    assert_eq!(
+        f.unreachable(),
+        vec![
+            (11, "channel unreachable"),
+            (12, "channel unreachable"),
+            (17, "channel unreachable"),
+            (18, "nil channel"),
+            (20, "mutex unreachable"),
+            (23, "channel unreachable"),
+        ]
+    );
+}
+
+#[test]
+fn blocked_goroutines_do_not_keep_their_own_primitive_alive() {
+    let mut f = Fake::new();
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    let r = f.target.layout.reach.clone().expect("reach");
+    let sudog = field_u64(&f.mem.read_vec(g + r.g_waiting, 8).expect("g.waiting"), 0).expect("sudog");
+    // The sudog is reachable (as through allgs → g → g.waiting, or the
+    // channel's wait queue), but its `c` is never traced.
+    f.mem.put(GLOBALS, sudog);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // Any other word pointing at the channel is a reference.
+    f.mem.put(sudog + r.sudog_waitlink + 8, obj(2));
+    assert_eq!(f.unreachable(), vec![]);
+}
+
+#[test]
+fn specials_are_roots() {
+    let mut f = Fake::new();
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A finalizer on object 5, which holds the channel.
+    let r = f.target.layout.reach.clone().expect("reach");
+    f.mem.put(obj(5) + 24, obj(2));
+    f.mem.put(SPECIAL + r.special_offset, 5 * 64);
+    f.mem.put(SPANS + r.mspan_specials, SPECIAL);
+    assert_eq!(f.unreachable(), vec![]);
+}
+
+#[test]
+fn torn_heap_proves_nothing() {
+    let mut f = Fake::new();
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    // The spans overlap: read while the heap changed.
+    let r = f.target.layout.reach.clone().expect("reach");
+    f.mem.put(SPANS + 0x100 + r.mspan_start, HEAP + 64);
+    let torn = scan(&f.mem, &f.target);
+    assert!(torn.error.is_some());
+    assert!(torn.unreachable.is_empty());
+    // An unreadable root too.
+    let mut f = Fake::new();
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    f.target.globals.push((0xdead_0000, 0xdead_0100));
+    let unreadable = scan(&f.mem, &f.target);
+    assert!(unreadable.error.is_some() && unreadable.unreachable.is_empty());
+}
+
+#[test]
+fn without_the_heap_only_never_waking_goroutines_are_proven() {
+    let mut f = Fake::new();
+    f.target.mheap = None;
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    f.goroutine(11, "_Gwaiting", "select (no cases)", &[]);
+    f.goroutine(1, "_Gwaiting", "select (no cases)", &[]);
+    assert_eq!(f.unreachable(), vec![(11, "select with no cases")]);
+}
