@@ -38,9 +38,15 @@ pub struct Options {
     pub resync: Option<Duration>,
 
     /// A goroutine blocked on a channel, select, lock, cond, WaitGroup or
-    /// semaphore without running for this long is reported as leaked.
+    /// semaphore without running for this long is stuck; stuck goroutines
+    /// whose primitive no running goroutine can reach are leaked.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub leak_after: Duration,
+
+    /// How often the heap is traced to prove leaks (reachability of the
+    /// primitives stuck goroutines wait on), or `off`.
+    #[arg(long, value_name = "DURATION|off", default_value = "30s", value_parser = parse_leak_scan)]
+    pub leak_scan: LeakScanEvery,
 
     /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464), beside the TUI or JSON, or alone with --no-tui.
@@ -80,6 +86,17 @@ pub struct Options {
     pub log_file: Option<std::path::PathBuf>,
 }
 
+/// `--leak-scan`: an interval, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeakScanEvery(pub Option<Duration>);
+
+fn parse_leak_scan(s: &str) -> Result<LeakScanEvery, String> {
+    if s.trim() == "off" {
+        return Ok(LeakScanEvery(None));
+    }
+    parse_duration(s).map(|d| LeakScanEvery(Some(d)))
+}
+
 /// Parses `500ms`, `2s`, `1m`, `1h30m`; rejects zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
@@ -115,5 +132,9 @@ mod tests {
         let exact = Options::try_parse_from(["deferscope", "-p", "1", "--overhead-budget", "none"]).expect("parse");
         assert_eq!(exact.overhead_budget, crate::governor::Budget::Unlimited);
         assert!(Options::try_parse_from(["deferscope"]).is_err());
+        assert_eq!(o.leak_scan, LeakScanEvery(Some(Duration::from_secs(30))));
+        let off = Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "off"]).expect("parse");
+        assert_eq!(off.leak_scan, LeakScanEvery(None));
+        assert!(Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "never"]).is_err());
     }
 }

@@ -25,7 +25,10 @@ use crate::{
     governor::{Budget, Governor, Window},
     output::{NothingToShow, OutputMode},
     probes::{self, Probes},
-    process::{GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess},
+    process::{
+        GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess,
+        reachability::{self, LeakScan, ReachTarget},
+    },
     symbols::BinarySymbols,
 };
 
@@ -56,8 +59,13 @@ struct Prepared {
     process: TracedProcess,
     binary: Arc<GoBinary>,
     scanner: Arc<GoroutineScanner>,
+    reach: Arc<ReachTarget>,
     bias: u64,
 }
+
+/// The reachability scan's read-rate bound: it never reads the target's
+/// memory faster than this.
+const LEAK_SCAN_MAX_BYTES_PER_S: u64 = 512 << 20;
 
 fn prepare(pid: u32) -> Result<Prepared, SessionError> {
     let process = TracedProcess::open(pid)?;
@@ -85,9 +93,21 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
     let bias = process.load_bias(binary.is_pie(), first_load)?;
     let allgs = binary.allgs_location().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
     let mem = ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?;
+    let reach = ReachTarget {
+        layout: layout.clone(),
+        allgs: allgs.allgs.wrapping_add(bias),
+        allglen: allgs.allglen.map(|a| a.wrapping_add(bias)),
+        mheap: binary.mheap_location().map(|a| a.wrapping_add(bias)),
+        globals: binary
+            .pointer_globals()
+            .into_iter()
+            .map(|(start, end)| (start.wrapping_add(bias), end.wrapping_add(bias)))
+            .collect(),
+        max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
+    };
     let scanner =
         GoroutineScanner::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
-    Ok(Prepared { process, binary: Arc::new(binary), scanner: Arc::new(scanner), bias })
+    Ok(Prepared { process, binary: Arc::new(binary), scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
 }
 
 fn rfc3339_now() -> String {
@@ -114,7 +134,7 @@ impl Drop for StopOnDrop {
 pub async fn run(options: Options) -> Result<(), SessionError> {
     let mode = OutputMode::choose(&options)?;
     let pid = options.pid;
-    let Prepared { process, binary, scanner, bias } =
+    let Prepared { process, binary, scanner, reach, bias } =
         tokio::task::spawn_blocking(move || prepare(pid)).await.map_err(|e| io::Error::other(e.to_string()))??;
 
     // Bind the metrics address before attaching: a busy port should fail
@@ -183,6 +203,13 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
 
     let (scan_tx, mut scan_rx) = mpsc::channel::<GoroutineScan>(1);
     let mut scan_in_flight = false;
+    // Reachability scans (leak proofs), off the async threads like the
+    // goroutine scans; the first right away, then every --leak-scan.
+    let (leak_tx, mut leak_rx) = mpsc::channel::<LeakScan>(1);
+    let mut leak_scan_in_flight = false;
+    let leak_mem = Arc::new(ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?);
+    let mut leak_tick = tokio::time::interval(options.leak_scan.0.unwrap_or(std::time::Duration::from_secs(3600)));
+    leak_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut output_tick = tokio::time::interval(options.interval);
     output_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     output_tick.tick().await;
@@ -217,6 +244,22 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 scan_in_flight = false;
                 drain(events.get_mut(), &mut aggregator);
                 aggregator.apply_scan(&scan);
+            }
+            Some(scan) = leak_rx.recv() => {
+                leak_scan_in_flight = false;
+                if let Some(e) = &scan.error {
+                    log::info!("leak scan proved nothing: {e}");
+                }
+                aggregator.apply_leak_scan(scan);
+            }
+            _ = leak_tick.tick(), if options.leak_scan.0.is_some() => {
+                if !leak_scan_in_flight {
+                    leak_scan_in_flight = true;
+                    let (mem, reach, tx) = (leak_mem.clone(), reach.clone(), leak_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.blocking_send(reachability::scan(&*mem, &reach));
+                    });
+                }
             }
             _ = resync_tick.tick() => {
                 if !scan_in_flight {

@@ -37,9 +37,9 @@ use crate::{
         layout::WaitReasons,
         wait::is_concurrency_primitive,
     },
-    process::GoroutineScan,
+    process::{GoroutineScan, reachability::LeakScan},
 };
-use model::{DeferSiteView, GoroutineView, Site, Snapshot, Totals};
+use model::{DeferSiteView, GoroutineView, LeakScanView, Site, Snapshot, Totals, Verdict};
 
 /// What the aggregator needs to know about the target's code.
 pub trait Symbolizer {
@@ -162,7 +162,19 @@ pub struct Aggregator {
     previous_read: Option<(u64, usize)>,
     /// Totals that include estimates (since some probe was detached).
     estimated: std::collections::BTreeSet<&'static str>,
+    /// Leak proofs from reachability scans.
+    prover: leaks::Prover,
+    /// The last reachability scan, and how many ran and failed.
+    last_leak_scan: Option<LeakScan>,
+    leak_scans: u64,
+    leak_scan_failures: u64,
+    /// Goroutines the last successful scan found reachable.
+    reachable: HashSet<u64>,
+    /// Group sizes over time, for growth.
+    group_history: HashMap<GroupKey, leaks::GroupHistory>,
 }
+
+type GroupKey = (Verdict, Option<Site>, Option<Site>, String);
 
 impl Aggregator {
     pub fn new(wait_reasons: WaitReasons) -> Self {
@@ -418,6 +430,18 @@ impl Aggregator {
         self.previous_read = Some((max_goid.max(self.previous_read.map_or(0, |p| p.0)), count));
     }
 
+    /// Folds in a reachability scan (leak proofs).
+    pub fn apply_leak_scan(&mut self, scan: LeakScan) {
+        self.prover.apply(&scan);
+        self.leak_scans += 1;
+        if scan.error.is_some() {
+            self.leak_scan_failures += 1;
+        } else {
+            self.reachable = scan.reachable.iter().copied().collect();
+        }
+        self.last_leak_scan = Some(scan);
+    }
+
     pub fn set_events_lost(&mut self, lost: u64) {
         self.totals.events_lost = lost;
     }
@@ -430,7 +454,10 @@ impl Aggregator {
         // First pass, over every goroutine: what counts and what leaks (the
         // `--top` cap applies to the listing only).
         let mut derived: Vec<(u64, Derived)> = Vec::with_capacity(self.goroutines.len());
-        let mut groups: HashMap<(Option<Site>, Option<Site>, String), model::LeakGroup> = HashMap::default();
+        let mut groups: HashMap<GroupKey, model::LeakGroup> = HashMap::default();
+        let goroutines = &self.goroutines;
+        self.prover.retain(|goid| goroutines.contains_key(&goid));
+        let heap_scanned = self.last_leak_scan.as_ref().is_some_and(|s| s.heap_traced);
         for (goid, g) in self.goroutines.iter_mut() {
             if g.system.is_none() && g.startpc != 0 {
                 let system = *system_cache
@@ -447,26 +474,39 @@ impl Aggregator {
             let wait_reason = waiting.then(|| wait_reasons.string(g.wait_reason).map(str::to_owned)).flatten();
             let blocked_for_ns = g.block.map(|b| inputs.now_ns.saturating_sub(b.since_ns));
             let blocked_at = if waiting { blocking_site(&g.stack, sym) } else { None };
-            let leaked = !system
+            let stuck = !system
                 && *goid != MAIN_GOID
                 && wait_reason.as_deref().is_some_and(is_concurrency_primitive)
                 && blocked_for_ns.is_some_and(|ns| ns >= inputs.leak_after_ns);
+            let proof = self.prover.proof(*goid).filter(|p| stuck && p.holds_for(g.wait_reason, g.block.as_ref()));
+            let leaked = proof.is_some();
+            let leak_reason = match proof {
+                Some(p) => Some(p.reason.to_owned()),
+                None if !stuck => None,
+                None if self.prover.is_candidate(*goid) => Some("unreachable once: confirming".to_owned()),
+                None if self.reachable.contains(goid) => Some("reachable: could still be woken".to_owned()),
+                None if heap_scanned => Some("not provable: primitive unknown".to_owned()),
+                None => Some("not scanned".to_owned()),
+            };
+            let unreachable_for_s = proof.map(|p| inputs.now_ns.saturating_sub(p.since_ns) as f64 / 1e9);
             // Go's own tracebacks print no creator for the main goroutine either.
             let created_by = (g.gopc != 0 && *goid != MAIN_GOID).then(|| sym.call_site(g.gopc)).flatten();
-            if leaked {
+            if stuck {
                 let blocked_s = blocked_for_ns.unwrap_or(0) as f64 / 1e9;
                 let reason = wait_reason.clone().unwrap_or_default();
-                let group =
-                    groups.entry((created_by.clone(), blocked_at.clone(), reason.clone())).or_insert_with(|| {
-                        model::LeakGroup {
-                            created_by: created_by.clone(),
-                            blocked_at: blocked_at.clone(),
-                            wait_reason: reason,
-                            count: 0,
-                            oldest_blocked_s: 0.0,
-                            sample_goids: Vec::new(),
-                        }
-                    });
+                let verdict = if leaked { Verdict::Leaked } else { Verdict::Stuck };
+                let key = (verdict, created_by.clone(), blocked_at.clone(), reason.clone());
+                let group = groups.entry(key).or_insert_with(|| model::LeakGroup {
+                    verdict,
+                    created_by: created_by.clone(),
+                    blocked_at: blocked_at.clone(),
+                    wait_reason: reason,
+                    count: 0,
+                    oldest_blocked_s: 0.0,
+                    sample_goids: Vec::new(),
+                    growing: false,
+                    growth_per_min: 0.0,
+                });
                 group.count += 1;
                 group.oldest_blocked_s = group.oldest_blocked_s.max(blocked_s);
                 group.sample_goids.push(*goid);
@@ -474,18 +514,45 @@ impl Aggregator {
             let depth = g.sites.len();
             derived.push((
                 *goid,
-                Derived { depth, status, wait_reason, blocked_for_ns, blocked_at, leaked, created_by, system },
+                Derived {
+                    depth,
+                    status,
+                    wait_reason,
+                    blocked_for_ns,
+                    blocked_at,
+                    leaked,
+                    stuck,
+                    leak_reason,
+                    unreachable_for_s,
+                    created_by,
+                    system,
+                },
             ));
         }
         self.totals.goroutines_live = live;
         self.totals.goroutines_total = derived.len() as u64;
-        let mut leak_groups: Vec<model::LeakGroup> = groups.into_values().collect();
-        for group in &mut leak_groups {
-            group.sample_goids.sort_unstable();
-            group.sample_goids.truncate(10);
-        }
-        leak_groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest_blocked_s.total_cmp(&a.oldest_blocked_s)));
-        self.totals.goroutines_leaked = leak_groups.iter().map(|g| g.count).sum();
+        // Growth, per group, since it appeared (groups that vanished forget).
+        self.group_history.retain(|key, _| groups.contains_key(key));
+        let mut leak_groups: Vec<model::LeakGroup> = groups
+            .into_iter()
+            .map(|(key, mut group)| {
+                let (growing, per_min) = self.group_history.entry(key).or_default().record(inputs.now_ns, group.count);
+                group.growing = growing;
+                group.growth_per_min = per_min;
+                group.sample_goids.sort_unstable();
+                group.sample_goids.truncate(10);
+                group
+            })
+            .collect();
+        leak_groups.sort_by(|a, b| {
+            a.verdict
+                .cmp(&b.verdict)
+                .then(b.count.cmp(&a.count))
+                .then(b.oldest_blocked_s.total_cmp(&a.oldest_blocked_s))
+        });
+        let sum = |v: Verdict| -> u64 { leak_groups.iter().filter(|g| g.verdict == v).map(|g| g.count).sum() };
+        self.totals.goroutines_leaked = sum(Verdict::Leaked);
+        self.totals.goroutines_stuck = sum(Verdict::Stuck);
 
         // Deepest first, then by goid (unique keys: an unstable sort is exact).
         derived.sort_unstable_by(|a, b| b.1.depth.cmp(&a.1.depth).then(a.0.cmp(&b.0)));
@@ -508,6 +575,9 @@ impl Aggregator {
                 blocked_for_s: d.blocked_for_ns.map(|ns| ns as f64 / 1e9),
                 blocked_at: d.blocked_at,
                 leaked: d.leaked,
+                stuck: d.stuck,
+                leak_reason: d.leak_reason,
+                unreachable_for_s: d.unreachable_for_s,
                 stack: inputs.details.then(|| symbolize_stack(&g.stack, sym)),
                 defer_chain: inputs.details.then(|| defer_chain(&g.sites, sym)),
             });
@@ -545,6 +615,17 @@ impl Aggregator {
             goroutines,
             defer_sites: merged,
             leaks: leak_groups,
+            leak_scan: self.last_leak_scan.as_ref().map(|scan| LeakScanView {
+                last_s_ago: inputs.now_ns.saturating_sub(scan.t_end_ns) as f64 / 1e9,
+                duration_s: scan.t_end_ns.saturating_sub(scan.t_start_ns) as f64 / 1e9,
+                bytes_read: scan.bytes_read,
+                objects_marked: scan.objects_marked,
+                spans: scan.spans,
+                heap_traced: scan.heap_traced,
+                scans: self.leak_scans,
+                failures: self.leak_scan_failures,
+                error: scan.error.clone(),
+            }),
             leak_after_s: inputs.leak_after_ns as f64 / 1e9,
             probe_hits: inputs.probe_hits.clone(),
             trace_uptime_s: inputs.trace_uptime_s,
@@ -565,6 +646,9 @@ struct Derived {
     blocked_for_ns: Option<u64>,
     blocked_at: Option<Site>,
     leaked: bool,
+    stuck: bool,
+    leak_reason: Option<String>,
+    unreachable_for_s: Option<f64>,
     created_by: Option<Site>,
     system: bool,
 }

@@ -52,8 +52,10 @@ pub struct Totals {
     pub events: u64,
     /// Events the probes could not deliver (ring buffer full). Never hidden.
     pub events_lost: u64,
-    /// Goroutines in `leaks`.
+    /// Goroutines proven leaked: the members of the `leaked` groups.
     pub goroutines_leaked: u64,
+    /// Stuck goroutines not proven leaked: the members of the `stuck` groups.
+    pub goroutines_stuck: u64,
     /// Pops seen for a goroutine whose chain deferscope believed empty: a
     /// sign of lost events; the goroutine is resynchronised from memory.
     pub unmatched_pops: u64,
@@ -85,9 +87,17 @@ pub struct GoroutineView {
     pub blocked_for_s: Option<f64>,
     /// Innermost frame outside the runtime of a blocked goroutine's stack.
     pub blocked_at: Option<Site>,
-    /// Blocked on a concurrency primitive for at least `--leak-after`
-    /// without making progress.
+    /// Stuck, and proven: the primitive it waits on is unreachable from
+    /// every goroutine that may run (two consecutive scans).
     pub leaked: bool,
+    /// Blocked on a concurrency primitive for at least `--leak-after`
+    /// without running (leaked goroutines are stuck too).
+    pub stuck: bool,
+    /// Why it is leaked ("channel unreachable", "nil channel", ...), or for
+    /// a stuck one why it is not ("reachable: could still be woken", ...).
+    pub leak_reason: Option<String>,
+    /// How long its primitive has been known unreachable (leaked ones).
+    pub unreachable_for_s: Option<f64>,
     /// Symbolised stack, innermost first (only when asked for: TUI, `--stacks`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<Vec<Site>>,
@@ -103,9 +113,11 @@ pub struct DeferChainEntry {
     pub count: u64,
 }
 
-/// Leaked goroutines with the same story.
+/// Stuck or leaked goroutines with the same story.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LeakGroup {
+    /// `leaked` (proven) or `stuck`.
+    pub verdict: Verdict,
     pub created_by: Option<Site>,
     pub blocked_at: Option<Site>,
     pub wait_reason: String,
@@ -113,6 +125,50 @@ pub struct LeakGroup {
     pub oldest_blocked_s: f64,
     /// Some of the goroutines (at most 10), for drilling down.
     pub sample_goids: Vec<u64>,
+    /// Whether the group kept gaining members over the recent window (up to
+    /// 5 minutes since it appeared, at least 10 s).
+    pub growing: bool,
+    /// Members gained per minute over that window (negative when shrinking).
+    pub growth_per_min: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Proven: the primitive is unreachable, nothing can wake them.
+    Leaked,
+    /// Blocked past `--leak-after`, not proven leaked.
+    Stuck,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Leaked => "leaked",
+            Verdict::Stuck => "stuck",
+        }
+    }
+}
+
+/// The last reachability scan (leak proofs), and what it cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LeakScanView {
+    /// Seconds since it ended.
+    pub last_s_ago: f64,
+    pub duration_s: f64,
+    /// Bytes read from the target's memory.
+    pub bytes_read: u64,
+    pub objects_marked: u64,
+    /// In-use heap spans.
+    pub spans: u64,
+    /// False when the heap could not be traced (only goroutines that can
+    /// never wake, on nil channels or `select {}`, are proven then).
+    pub heap_traced: bool,
+    /// Scans since attach, and how many of them failed.
+    pub scans: u64,
+    pub failures: u64,
+    /// Why the last scan proved nothing, if it failed.
+    pub error: Option<String>,
 }
 
 /// Hits of one probe since attach (the tracer's own cost).
@@ -187,8 +243,11 @@ pub struct Snapshot {
     pub goroutines: Vec<GoroutineView>,
     /// Defer call sites, most live records first.
     pub defer_sites: Vec<DeferSiteView>,
-    /// Leak groups, biggest first.
+    /// Leak groups: leaked ones first, then stuck ones, biggest first.
     pub leaks: Vec<LeakGroup>,
+    /// The last reachability scan (absent before the first one, or with
+    /// `--leak-scan off`).
+    pub leak_scan: Option<LeakScanView>,
     /// The `--leak-after` threshold in seconds.
     pub leak_after_s: f64,
     /// Probe hits since attach, per attached probe.
@@ -224,6 +283,7 @@ impl Snapshot {
             goroutines: self.goroutines.iter().take(n).cloned().collect(),
             defer_sites: self.defer_sites.clone(),
             leaks: self.leaks.clone(),
+            leak_scan: self.leak_scan.clone(),
             leak_after_s: self.leak_after_s,
             probe_hits: self.probe_hits.clone(),
             trace_uptime_s: self.trace_uptime_s,

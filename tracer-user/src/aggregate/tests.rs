@@ -195,7 +195,7 @@ fn defer_chain_groups_runs_newest_first() {
 }
 
 #[test]
-fn blocked_goroutines_leak_after_the_threshold_and_group() {
+fn blocked_goroutines_are_stuck_after_the_threshold_and_group() {
     let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive"), (19, "sleep")]));
     let blocked = |goid| mem_g(goid, &[], true);
     let mut sleeper = mem_g(3, &[], true);
@@ -214,14 +214,16 @@ fn blocked_goroutines_leak_after_the_threshold_and_group() {
     assert_eq!(group.created_by.as_ref().map(|s| s.line), Some(7));
     assert_eq!(group.sample_goids, vec![11, 12]);
     assert!((group.oldest_blocked_s - 1.5e-6).abs() < 1e-9);
-    assert_eq!(s.totals.goroutines_leaked, 2);
+    assert_eq!(s.totals.goroutines_stuck, 2);
     let sleeper_view = s.goroutines.iter().find(|g| g.goid == 3).expect("sleeper");
-    assert!(!sleeper_view.leaked, "sleeping is never a leak");
+    assert!(!sleeper_view.stuck && !sleeper_view.leaked, "sleeping is never a leak");
+    assert_eq!(group.verdict, Verdict::Stuck, "no reachability proof: stuck, not leaked");
+    assert_eq!(s.totals.goroutines_leaked, 0);
     assert_eq!(sleeper_view.blocked_for_s, Some(1.5e-6));
 }
 
 #[test]
-fn a_goroutine_that_ran_between_reads_is_not_leaked() {
+fn a_goroutine_that_ran_between_reads_is_not_stuck() {
     let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
     let mut consumer = mem_g(21, &[], true);
     agg.apply_scan(&snap(1_000, 1_001, vec![consumer.clone()]));
@@ -232,7 +234,7 @@ fn a_goroutine_that_ran_between_reads_is_not_leaked() {
     assert_eq!(s.goroutines[0].blocked_for_s, Some(500e-9));
     // Unchanged from then on: it leaks once the threshold passes.
     agg.apply_scan(&snap(3_100, 3_101, vec![consumer]));
-    assert_eq!(render_at(&mut agg, 3_100, 1_000).totals.goroutines_leaked, 1);
+    assert_eq!(render_at(&mut agg, 3_100, 1_000).totals.goroutines_stuck, 1);
 }
 
 #[test]
@@ -242,7 +244,7 @@ fn waitsince_ages_goroutines_blocked_before_attach() {
     old.waitsince = 10;
     agg.apply_scan(&snap(5_000, 5_001, vec![old]));
     let s = render_at(&mut agg, 5_010, 4_000);
-    assert_eq!(s.totals.goroutines_leaked, 1, "blocked since 10 ns, now 5010 ns");
+    assert_eq!(s.totals.goroutines_stuck, 1, "blocked since 10 ns, now 5010 ns");
 }
 
 #[test]
@@ -251,12 +253,12 @@ fn unblocked_goroutines_leave_the_leak_report() {
     let g = mem_g(21, &[], true);
     agg.apply_scan(&snap(0, 1, vec![g.clone()]));
     agg.apply_scan(&snap(10, 11, vec![g.clone()]));
-    assert_eq!(render_at(&mut agg, 20, 5).totals.goroutines_leaked, 1);
+    assert_eq!(render_at(&mut agg, 20, 5).totals.goroutines_stuck, 1);
     let mut running = g;
     running.status = GoroutineStatus::Runnable;
     agg.apply_scan(&snap(30, 31, vec![running]));
     let s = render_at(&mut agg, 40, 5);
-    assert_eq!(s.totals.goroutines_leaked, 0);
+    assert_eq!(s.totals.goroutines_stuck, 0);
     assert!(s.leaks.is_empty());
 }
 
@@ -268,8 +270,76 @@ fn the_main_goroutine_is_never_leaked() {
     agg.apply_scan(&snap(0, 1, vec![main.clone()]));
     agg.apply_scan(&snap(10, 11, vec![main]));
     let s = render_at(&mut agg, 100, 5);
-    assert_eq!(s.totals.goroutines_leaked, 0);
-    assert!(!s.goroutines[0].leaked);
+    assert_eq!(s.totals.goroutines_stuck, 0);
+    assert!(!s.goroutines[0].leaked && !s.goroutines[0].stuck);
+}
+
+fn unreachable(t: u64, goids: &[u64], seq: u8) -> LeakScan {
+    use crate::process::reachability::{ParkSignature, Unreachable};
+    LeakScan {
+        t_start_ns: t,
+        t_end_ns: t + 1,
+        heap_traced: true,
+        unreachable: goids
+            .iter()
+            .map(|&goid| Unreachable {
+                goid,
+                signature: ParkSignature { raw_status: 4, wait_reason: 14, sched_pc: 0, tracking_seq: seq },
+                reason: "channel unreachable",
+            })
+            .collect(),
+        reachable: vec![13],
+        ..LeakScan::default()
+    }
+}
+
+#[test]
+fn stuck_goroutines_are_leaked_once_proven_twice() {
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
+    let reads = |t| snap(t, t + 1, vec![mem_g(11, &[], true), mem_g(12, &[], true), mem_g(13, &[], true)]);
+    agg.apply_scan(&reads(0));
+    agg.apply_leak_scan(unreachable(5, &[11, 12], 1));
+    agg.apply_scan(&reads(10));
+    let s = render_at(&mut agg, 20, 5);
+    assert_eq!((s.totals.goroutines_leaked, s.totals.goroutines_stuck), (0, 3), "one scan proves nothing");
+    let g11 = s.goroutines.iter().find(|g| g.goid == 11).expect("11");
+    assert_eq!(g11.leak_reason.as_deref(), Some("unreachable once: confirming"));
+    agg.apply_leak_scan(unreachable(30, &[11, 12], 1));
+    let s = render_at(&mut agg, 40, 5);
+    assert_eq!((s.totals.goroutines_leaked, s.totals.goroutines_stuck), (2, 1));
+    assert_eq!(s.leaks.len(), 2);
+    assert_eq!((s.leaks[0].verdict, s.leaks[0].count), (Verdict::Leaked, 2), "leaked groups first");
+    assert_eq!((s.leaks[1].verdict, s.leaks[1].count), (Verdict::Stuck, 1));
+    let g11 = s.goroutines.iter().find(|g| g.goid == 11).expect("11");
+    assert!(g11.leaked && g11.stuck);
+    assert_eq!(g11.leak_reason.as_deref(), Some("channel unreachable"));
+    assert_eq!(g11.unreachable_for_s, Some(35e-9));
+    let g13 = s.goroutines.iter().find(|g| g.goid == 13).expect("13");
+    assert_eq!(g13.leak_reason.as_deref(), Some("reachable: could still be woken"));
+    assert!(s.leak_scan.as_ref().is_some_and(|l| l.scans == 2 && l.heap_traced));
+    // Goroutine 12 runs (trackingSeq moves): its proof no longer holds, at once.
+    let mut ran = mem_g(12, &[], true);
+    ran.tracking_seq = Some(2);
+    agg.apply_scan(&snap(50, 51, vec![mem_g(11, &[], true), ran, mem_g(13, &[], true)]));
+    let s = render_at(&mut agg, 60, 5);
+    assert_eq!(s.totals.goroutines_leaked, 1);
+}
+
+#[test]
+fn leak_groups_report_growth() {
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
+    let s = 1_000_000_000u64;
+    let mut gs = Vec::new();
+    for k in 0..4u64 {
+        gs.push(mem_g(100 + k, &[], true));
+        agg.apply_scan(&snap(k * 20 * s, k * 20 * s + 1, gs.clone()));
+        let snapshot = render_at(&mut agg, k * 20 * s + 2, 1);
+        if k == 3 {
+            let group = &snapshot.leaks[0];
+            assert!(group.growing);
+            assert!((group.growth_per_min - 3.0).abs() < 1e-6, "{}", group.growth_per_min);
+        }
+    }
 }
 
 /// Coverage with the given defer probes attached (goroutine probes on).

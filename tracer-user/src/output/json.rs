@@ -35,7 +35,18 @@ mod tests {
                 ..Default::default()
             }],
             defer_sites: vec![],
-            leaks: vec![],
+            leaks: vec![crate::aggregate::model::LeakGroup {
+                verdict: crate::aggregate::model::Verdict::Leaked,
+                created_by: None,
+                blocked_at: None,
+                wait_reason: "chan send".into(),
+                count: 300,
+                oldest_blocked_s: 61.2,
+                sample_goids: vec![20],
+                growing: false,
+                growth_per_min: 0.0,
+            }],
+            leak_scan: Some(crate::aggregate::model::LeakScanView::default()),
             leak_after_s: 30.0,
             probe_hits: vec![ProbeHits { function: "runtime.deferproc".into(), hits: 3, state: ProbeState::Detached }],
             trace_uptime_s: 1.0,
@@ -67,6 +78,8 @@ mod tests {
             "goroutines_live",
             "events",
             "events_lost",
+            "goroutines_leaked",
+            "goroutines_stuck",
         ] {
             assert!(v["totals"].get(key).is_some(), "missing totals.{key}");
         }
@@ -76,5 +89,17 @@ mod tests {
         assert!(g["created_by"].is_null());
         assert_eq!(g["max_defer_depth"], 10);
         assert!(g.get("stack").is_none(), "stacks are only serialised when asked for");
+        for key in ["leaked", "stuck", "leak_reason"] {
+            assert!(g.get(key).is_some(), "missing goroutines[].{key}");
+        }
+        let l = &v["leaks"][0];
+        assert_eq!(l["verdict"], "leaked");
+        for key in ["created_by", "blocked_at", "wait_reason", "count", "oldest_blocked_s", "growing", "growth_per_min"]
+        {
+            assert!(l.get(key).is_some(), "missing leaks[].{key}");
+        }
+        for key in ["last_s_ago", "duration_s", "bytes_read", "objects_marked"] {
+            assert!(v["leak_scan"].get(key).is_some(), "missing leak_scan.{key}");
+        }
     }
 }

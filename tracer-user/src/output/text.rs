@@ -27,10 +27,11 @@ pub(crate) fn render(snapshot: &Snapshot, rows: usize) -> String {
     );
     let _ = writeln!(
         s,
-        "goroutines {} live ({} total, {} leaked)  created {}  exited {}  defers pushed {}  popped {}  live records {}  events {}  lost {}",
+        "goroutines {} live ({} total, {} leaked, {} stuck)  created {}  exited {}  defers pushed {}  popped {}  live records {}  events {}  lost {}",
         t.goroutines_live,
         t.goroutines_total,
         t.goroutines_leaked,
+        t.goroutines_stuck,
         t.goroutines_created,
         t.goroutines_exited,
         t.defers_pushed,
@@ -68,16 +69,21 @@ pub(crate) fn render(snapshot: &Snapshot, rows: usize) -> String {
     if snapshot.leaks.is_empty() {
         let _ = writeln!(
             s,
-            "no leaked goroutines (blocked on a channel, select or lock for {:.0}s or more)",
+            "no leaked or stuck goroutines (blocked on a channel, select or lock for {:.0}s or more)",
             snapshot.leak_after_s
         );
     } else {
-        let _ = writeln!(s, "{:>7} {:>9}  {:<22} {:<45} CREATED BY", "LEAKED", "OLDEST", "WAIT", "BLOCKED AT");
+        let _ = writeln!(
+            s,
+            "{:>7} {:<7} {:>9}  {:<22} {:<45} CREATED BY",
+            "COUNT", "VERDICT", "OLDEST", "WAIT", "BLOCKED AT"
+        );
         for leak in snapshot.leaks.iter().take(10) {
             let _ = writeln!(
                 s,
-                "{:>7} {:>8.0}s  {:<22} {:<45} {}",
+                "{:>7} {:<7} {:>8.0}s  {:<22} {:<45} {}",
                 leak.count,
+                leak.verdict.as_str(),
                 leak.oldest_blocked_s,
                 leak.wait_reason,
                 site_text(leak.blocked_at.as_ref()),

@@ -5,7 +5,11 @@ use std::time::Duration;
 use super::app::Settings;
 use crate::{
     aggregate::model::{
+<<<<<<< HEAD
         DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, ProbeState, Site, Snapshot, Totals,
+=======
+        DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals, Verdict,
+>>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
     },
     goruntime::GoroutineStatus,
 };
@@ -95,6 +99,9 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         g.blocked_for_s = Some(12.5 - (goid - 20) as f64 * 0.25);
         g.blocked_at = Some(site("main.leakyProducer", "leak.go", 17));
         g.leaked = true;
+        g.stuck = true;
+        g.leak_reason = Some("channel unreachable".into());
+        g.unreachable_for_s = Some(9.0);
         g.stack = Some(vec![
             runtime("runtime.gopark", "proc.go", 425),
             runtime("runtime.chansend", "chan.go", 259),
@@ -129,6 +136,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
             events: pushed * 2 + 100,
             events_lost: 0,
             goroutines_leaked: 40,
+            goroutines_stuck: 0,
             unmatched_pops: 0,
         },
         goroutines,
@@ -146,13 +154,17 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
             },
         ],
         leaks: vec![LeakGroup {
+            verdict: Verdict::Leaked,
             created_by: Some(site("main.startLeaks", "leak.go", 30)),
             blocked_at: Some(site("main.leakyProducer", "leak.go", 17)),
             wait_reason: "chan send".into(),
             count: 40,
             oldest_blocked_s: 12.5,
             sample_goids: (20..30).collect(),
+            growing: true,
+            growth_per_min: 12.0,
         }],
+        leak_scan: None,
         leak_after_s: 1.0,
         probe_hits: vec![
             ProbeHits { function: "runtime.deferproc".into(), hits: pushed, state: ProbeState::Attached },

@@ -272,6 +272,7 @@ mod tests {
         s.totals.events_lost = 1234;
         for g in &mut s.goroutines {
             g.leaked = false;
+            g.stuck = false;
             g.blocked_for_s = None;
         }
         app.on_snapshot(Arc::new(s));

@@ -23,7 +23,11 @@ use prometheus_client::{
 };
 
 use crate::{
+<<<<<<< HEAD
     aggregate::model::{GoroutineView, ProbeState, Site, Snapshot},
+=======
+    aggregate::model::{GoroutineView, Site, Snapshot, Verdict},
+>>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
     feed::SnapshotFeed,
     goruntime::GoroutineStatus,
 };
@@ -171,12 +175,13 @@ fn ranked_sites(snapshot: &Snapshot) -> Vec<SiteRow> {
     rows
 }
 
-/// The aggregator's leak groups (one per label set already), biggest first,
-/// the ones beyond `top` folded into one `other` series.
-fn leak_series(snapshot: &Snapshot, top: usize) -> Vec<([String; 3], u64)> {
+/// The aggregator's leak groups of one verdict (one per label set already),
+/// biggest first, the ones beyond `top` folded into one `other` series.
+fn leak_series(snapshot: &Snapshot, top: usize, verdict: Verdict) -> Vec<([String; 3], u64)> {
     let mut groups: Vec<([String; 3], u64)> = snapshot
         .leaks
         .iter()
+        .filter(|g| g.verdict == verdict)
         .map(|g| {
             ([g.wait_reason.clone(), site_label(g.created_by.as_ref()), site_label(g.blocked_at.as_ref())], g.count)
         })
@@ -313,19 +318,82 @@ pub fn encode_snapshot(
     gauge(e, "deferscope_goroutines", "Goroutines now (without the runtime's own), by state.", None, &states)?;
     counter(e, "deferscope_goroutines_created", "Goroutines created while traced.", &created)?;
     counter(e, "deferscope_goroutines_exited", "Goroutines exited while traced.", &exited)?;
-    let leaks: Vec<(Labels, u64)> = leak_series(snapshot, top)
+    let series = |verdict: Verdict| -> Vec<(Labels, u64)> {
+        leak_series(snapshot, top, verdict)
+            .into_iter()
+            .map(|([wait_reason, created_by, blocked_at], n)| {
+                (
+                    with(
+                        &base,
+                        &[("wait_reason", wait_reason), ("created_by", created_by), ("blocked_at", blocked_at)],
+                    ),
+                    n,
+                )
+            })
+            .collect()
+    };
+    gauge(
+        e,
+        "deferscope_goroutines_leaked",
+        "Goroutines proven leaked: blocked past --leak-after on a primitive no running goroutine can reach, by story \
+         (top groups; the rest in \"other\").",
+        None,
+        &series(Verdict::Leaked),
+    )?;
+    gauge(
+        e,
+        "deferscope_goroutines_stuck",
+        "Goroutines blocked on a primitive without running for at least --leak-after, not proven leaked, by story \
+         (top groups; the rest in \"other\").",
+        None,
+        &series(Verdict::Stuck),
+    )?;
+    let growing: Vec<(Labels, u64)> = [Verdict::Leaked, Verdict::Stuck]
         .into_iter()
-        .map(|([wait_reason, created_by, blocked_at], n)| {
-            (with(&base, &[("wait_reason", wait_reason), ("created_by", created_by), ("blocked_at", blocked_at)]), n)
+        .map(|v| {
+            let n = snapshot.leaks.iter().filter(|g| g.verdict == v && g.growing).count() as u64;
+            (with(&base, &[("verdict", v.as_str().to_owned())]), n)
         })
         .collect();
     gauge(
         e,
-        "deferscope_goroutines_leaked",
-        "Goroutines blocked without progress for at least --leak-after, by story (top groups; the rest in \"other\").",
+        "deferscope_leak_groups_growing",
+        "Leak groups that kept gaining members over the recent window (up to 5 minutes), by verdict.",
         None,
-        &leaks,
+        &growing,
     )?;
+    if let Some(scan) = &snapshot.leak_scan {
+        let scans = [(base.clone(), counters.monotonic("deferscope_leak_scans", &base, scan.scans))];
+        let failures = [(base.clone(), counters.monotonic("deferscope_leak_scan_failures", &base, scan.failures))];
+        counter(e, "deferscope_leak_scans", "Reachability scans (leak proofs) since attach.", &scans)?;
+        counter(
+            e,
+            "deferscope_leak_scan_failures",
+            "Reachability scans that proved nothing (the heap changed while read, or memory was unreadable).",
+            &failures,
+        )?;
+        gauge(
+            e,
+            "deferscope_leak_scan_duration",
+            "Duration of the last reachability scan.",
+            Some(&Unit::Seconds),
+            &[(base.clone(), scan.duration_s)],
+        )?;
+        gauge(
+            e,
+            "deferscope_leak_scan_read",
+            "Bytes of the target's memory the last reachability scan read.",
+            Some(&Unit::Bytes),
+            &[(base.clone(), scan.bytes_read)],
+        )?;
+        gauge(
+            e,
+            "deferscope_leak_scan_age",
+            "Time since the last reachability scan ended.",
+            Some(&Unit::Seconds),
+            &[(base.clone(), scan.last_s_ago)],
+        )?;
+    }
 
     // The tracer itself.
     counter(e, "deferscope_events_lost", "Probe events lost (ring buffer full).", &lost)?;

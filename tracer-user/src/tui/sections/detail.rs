@@ -9,7 +9,7 @@ use ratatui::{
 };
 
 use crate::{
-    aggregate::model::{GoroutineView, LeakGroup, Site},
+    aggregate::model::{GoroutineView, LeakGroup, Site, Verdict},
     tui::{
         app::{App, DetailSubject},
         format::duration,
@@ -80,15 +80,19 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
         }
         lines.push(field("blocked for", v));
     }
-    let leaked = if g.leaked {
+    let reason = g.leak_reason.clone().unwrap_or_default();
+    let verdict = if g.leaked {
+        let since = g.unreachable_for_s.map(|s| format!(" for {}", duration(s))).unwrap_or_default();
+        Span::styled(format!("LEAKED: {reason}{since}"), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+    } else if g.stuck {
         Span::styled(
-            format!("yes: blocked for {} or more", duration(leak_after)),
-            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            format!("stuck: blocked for {} or more; {reason}", duration(leak_after)),
+            Style::new().fg(Color::Yellow),
         )
     } else {
         Span::styled("no", Style::new().fg(Color::Green))
     };
-    lines.push(field("leaked", vec![leaked]));
+    lines.push(field("leaked", vec![verdict]));
     let exact = if g.depth_exact { "" } else { "  (estimated: resyncing from memory)" };
     lines.push(field(
         "defer depth",
@@ -139,8 +143,20 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
 fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&GoroutineView>) {
     lines.push(field(
         "goroutines",
-        vec![Span::styled(format!("{} leaked", l.count), Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))],
+        vec![match l.verdict {
+            Verdict::Leaked => Span::styled(
+                format!("{} leaked: proven, nothing can wake them", l.count),
+                Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Verdict::Stuck => Span::styled(
+                format!("{} stuck: blocked long, not proven leaked", l.count),
+                Style::new().fg(Color::Yellow),
+            ),
+        }],
     ));
+    if l.growing {
+        lines.push(field("growing", vec![Span::raw(format!("{:+.1} per minute", l.growth_per_min))]));
+    }
     lines.push(field("wait reason", vec![Span::raw(l.wait_reason.clone())]));
     lines.push(field("blocked at", opt_site(&l.blocked_at)));
     lines.push(field("created by", opt_site(&l.created_by)));

@@ -68,6 +68,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         let g = app.goroutine_at(row)?;
         let state = if g.leaked {
             Span::styled("LEAKED", Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
+        } else if g.stuck {
+            Span::styled("stuck", Style::new().fg(Color::Yellow))
         } else {
             let style = match g.state {
                 GoroutineStatus::Running => Style::new().fg(Color::Green),
@@ -94,7 +96,13 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
             cells.push(Cell::from(opt_site_short(&g.created_by)));
         }
         let blocked = g.blocked_for_s.map(duration).unwrap_or_default();
-        let blocked_style = if g.leaked { Style::new().fg(Color::Red) } else { Style::new() };
+        let blocked_style = if g.leaked {
+            Style::new().fg(Color::Red)
+        } else if g.stuck {
+            Style::new().fg(Color::Yellow)
+        } else {
+            Style::new()
+        };
         cells.push(Cell::from(Span::styled(format!("{blocked:>7}"), blocked_style)));
         let mut row_style = if g.system { Style::new().fg(Color::DarkGray) } else { Style::new() };
         if row == app.goroutines.selected {

@@ -105,10 +105,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 Style::new().fg(Color::Gray),
             ));
         }
+        spans.extend([sep(), label("leaked "), Span::styled(t.goroutines_leaked.to_string(), leaked_style)]);
+        if full {
+            // Stuck (blocked long, not proven leaked): apart and quieter.
+            spans.push(Span::styled(format!(" stuck {}", t.goroutines_stuck), Style::new().fg(Color::DarkGray)));
+        }
         spans.extend([
-            sep(),
-            label("leaked "),
-            Span::styled(t.goroutines_leaked.to_string(), leaked_style),
             sep(),
             label(if full { "defer records " } else { "defers " }),
             value(t.defer_records_live.to_string()),

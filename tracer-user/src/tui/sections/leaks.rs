@@ -1,5 +1,5 @@
-//! Leak groups: goroutines blocked for good, grouped by where they block and
-//! where they were created.
+//! Leak groups: goroutines proven leaked (red) and stuck ones (quieter),
+//! grouped by verdict, where they block and where they were created.
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
@@ -8,6 +8,7 @@ use ratatui::{
     widgets::{Cell, Row, Table},
 };
 
+use crate::aggregate::model::Verdict;
 use crate::tui::{
     app::{App, LeakSort, Panel},
     format::{duration, opt_site_short},
@@ -20,17 +21,22 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let shown = app.leak_rows().len();
     let range = app.leaks.visible(shown, height);
     let Some(snap) = app.snapshot() else { return };
-    let leaked: u64 = app.leak_rows().iter().map(|&i| snap.leaks[i as usize].count).sum();
+    let count = |v: Verdict| -> u64 {
+        app.leak_rows().iter().map(|&i| &snap.leaks[i as usize]).filter(|l| l.verdict == v).map(|l| l.count).sum()
+    };
+    let (leaked, stuck) = (count(Verdict::Leaked), count(Verdict::Stuck));
     let count_style = if leaked > 0 { Style::new().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new() };
     let title = Line::from(vec![
         Span::raw(" Leaks "),
-        Span::styled(format!("{leaked} goroutines in {shown} group{}", if shown == 1 { "" } else { "s" }), count_style),
+        Span::styled(format!("{leaked} leaked"), count_style),
+        Span::styled(format!(" · {stuck} stuck"), Style::new().fg(Color::Yellow)),
+        Span::raw(format!(" in {shown} group{}", if shown == 1 { "" } else { "s" })),
         Span::raw(format!(" · sort: {} ", app.leak_sort.label())),
     ]);
     let sort = app.leak_sort;
     let wide = area.width >= 70;
-    let mut header = vec![Cell::from(sorted("COUNT", sort == LeakSort::Count))];
-    let mut widths = vec![Constraint::Length(6)];
+    let mut header = vec![Cell::from(sorted("COUNT", sort == LeakSort::Count)), Cell::from("VERDICT")];
+    let mut widths = vec![Constraint::Length(6), Constraint::Length(13)];
     if wide {
         header.push(Cell::from("WAIT REASON"));
         widths.push(Constraint::Length(13));
@@ -45,7 +51,17 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let rows: Vec<Row<'_>> = range
         .map(|row| {
             let l = &snap.leaks[app.leak_rows()[row] as usize];
-            let mut cells = vec![Cell::from(Span::styled(format!("{:>5}", l.count), Style::new().fg(Color::Red)))];
+            let (verdict_style, count_style) = match l.verdict {
+                Verdict::Leaked => {
+                    (Style::new().fg(Color::Red).add_modifier(Modifier::BOLD), Style::new().fg(Color::Red))
+                }
+                Verdict::Stuck => (Style::new().fg(Color::Yellow), Style::new().fg(Color::Yellow)),
+            };
+            let growth = if l.growing { format!(" ↑{:.0}/m", l.growth_per_min) } else { String::new() };
+            let mut cells = vec![
+                Cell::from(Span::styled(format!("{:>5}", l.count), count_style)),
+                Cell::from(Span::styled(format!("{}{growth}", l.verdict.as_str()), verdict_style)),
+            ];
             if wide {
                 cells.push(Cell::from(l.wait_reason.clone()));
             }
@@ -66,7 +82,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         let msg = if !app.filter.text.is_empty() && !snap.leaks.is_empty() {
             "no leak group matches the filter".to_owned()
         } else {
-            format!("no leaks: no goroutine blocked for {} or more", duration(snap.leak_after_s))
+            format!("no leaks: no goroutine stuck for {} or more", duration(snap.leak_after_s))
         };
         let r = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
         frame.render_widget(Line::from(msg).style(Style::new().fg(Color::Green)), r);

@@ -4,9 +4,13 @@
 use prometheus_client::registry::Registry;
 
 use crate::{
+<<<<<<< HEAD
     aggregate::model::{
         DeferSiteView, GoroutineView, LeakGroup, Mode, Overhead, ProbeHits, ProbeState, Site, Snapshot, Totals,
     },
+=======
+    aggregate::model::{DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals, Verdict},
+>>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
     exporters::metrics::{registry, render},
     feed::{self, FeedPublisher},
     goruntime::GoroutineStatus,
@@ -31,12 +35,15 @@ fn site(function: &str, line: u32, pushed: u64, live: u64) -> DeferSiteView {
 
 fn leak(wait_reason: &str, created_line: Option<u32>, blocked_line: u32, count: u64) -> LeakGroup {
     LeakGroup {
+        verdict: Verdict::Leaked,
         created_by: created_line.map(|l| Site::new("main.main", "/src/app/main.go", l)),
         blocked_at: Some(Site::new("main.worker", "/src/app/main.go", blocked_line)),
         wait_reason: wait_reason.to_owned(),
         count,
         oldest_blocked_s: 12.5,
         sample_goids: vec![],
+        growing: false,
+        growth_per_min: 0.0,
     }
 }
 
@@ -59,6 +66,7 @@ fn fixture() -> Snapshot {
             events: 1845,
             events_lost: 2,
             goroutines_leaked: 36,
+            goroutines_stuck: 0,
             unmatched_pops: 0,
         },
         goroutines: vec![
@@ -77,6 +85,7 @@ fn fixture() -> Snapshot {
             leak("chan send", Some(51), 61, 10),
             leak("select", None, 62, 1),
         ],
+        leak_scan: None,
         leak_after_s: 1.0,
         probe_hits: vec![
             ProbeHits { function: "runtime.deferproc".into(), hits: 1500, state: ProbeState::Attached },
@@ -184,11 +193,15 @@ deferscope_goroutines_created_total{{{L}}} 40
 # HELP deferscope_goroutines_exited Goroutines exited while traced.
 # TYPE deferscope_goroutines_exited counter
 deferscope_goroutines_exited_total{{{L}}} 5
-# HELP deferscope_goroutines_leaked Goroutines blocked without progress for at least --leak-after, by story (top groups; the rest in "other").
+# HELP deferscope_goroutines_leaked Goroutines proven leaked: blocked past --leak-after on a primitive no running goroutine can reach, by story (top groups; the rest in "other").
 # TYPE deferscope_goroutines_leaked gauge
 deferscope_goroutines_leaked{{{L},wait_reason="chan receive",created_by="main.main /src/app/main.go:50",blocked_at="main.worker /src/app/main.go:60"}} 25
 deferscope_goroutines_leaked{{{L},wait_reason="chan send",created_by="main.main /src/app/main.go:51",blocked_at="main.worker /src/app/main.go:61"}} 10
 deferscope_goroutines_leaked{{{L},wait_reason="other",created_by="other",blocked_at="other"}} 1
+# HELP deferscope_leak_groups_growing Leak groups that kept gaining members over the recent window (up to 5 minutes), by verdict.
+# TYPE deferscope_leak_groups_growing gauge
+deferscope_leak_groups_growing{{{L},verdict="leaked"}} 0
+deferscope_leak_groups_growing{{{L},verdict="stuck"}} 0
 # HELP deferscope_events_lost Probe events lost (ring buffer full).
 # TYPE deferscope_events_lost counter
 deferscope_events_lost_total{{{L}}} 2
