@@ -83,10 +83,25 @@ pub fn deferscope_bin() -> anyhow::Result<PathBuf> {
 /// Builds the Go program in `tests/go/<name>` with `toolchain`, returning the
 /// binary path. `extra` goes to `go build` (e.g. `-buildmode=pie`).
 pub fn build_go(name: &str, toolchain: &Toolchain, extra: &[&str]) -> anyhow::Result<PathBuf> {
+    build_go_env(name, toolchain, extra, &[])
+}
+
+/// [`build_go`] with extra environment for `go build` (e.g.
+/// `GOEXPERIMENT=goroutineleakprofile`).
+pub fn build_go_env(
+    name: &str,
+    toolchain: &Toolchain,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     let src = root.join("tests/go").join(name);
-    let tag =
-        if extra.is_empty() { String::new() } else { format!("-{}", extra.join("").replace(['-', '=', ' ', '/'], "")) };
+    let words: Vec<&str> = extra.iter().copied().chain(env.iter().map(|(_, v)| *v)).collect();
+    let tag = if words.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", words.join("").replace(['-', '=', ' ', '/', ','], ""))
+    };
     let out_dir = root.join("target/integration-go").join(format!("{}{tag}", toolchain.full));
     std::fs::create_dir_all(&out_dir)?;
     let out = out_dir.join(name);
@@ -103,6 +118,7 @@ pub fn build_go(name: &str, toolchain: &Toolchain, extra: &[&str]) -> anyhow::Re
         .env("GOCACHE", cache)
         .env("GOPATH", root.join("target/gopath"))
         .env("CGO_ENABLED", "0")
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running {}", toolchain.go.display()))?;
     if !status.success() {

@@ -1,6 +1,7 @@
 //! Goroutine leak detection from outside the process, end to end, against the
-//! Go program's own report of which goroutines it leaked and which are
-//! healthy (busy, sleeping, consumers fed every 100 ms).
+//! Go programs' own report of which goroutines they leaked, which are only
+//! stuck and which are healthy (busy, sleeping, consumers fed every 100 ms),
+//! and against Go's own goroutineleak profile (Go 1.26+).
 use deferscope_integration::*;
 use serde_json::Value;
 
@@ -29,6 +30,7 @@ fn expect_group(
 ) -> Result<(), String> {
     let g = group(s, created).ok_or(format!("no leak group created at main.go:{created}; leaks: {}", s["leaks"]))?;
     let ok = g["count"] == count as u64
+        && g["verdict"] == "stuck"
         && line_of(&g["blocked_at"]) == Some(u64::from(blocked))
         && g["blocked_at"]["function"] == function
         && g["blocked_at"]["file"].as_str().is_some_and(|f| f.ends_with("tests/go/leaks/main.go"))
@@ -38,8 +40,8 @@ fn expect_group(
 }
 
 #[test]
-fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
-    if !require_root("leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not") {
+fn stuck_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
+    if !require_root("stuck_goroutines_are_grouped_exactly_and_healthy_ones_are_not") {
         return;
     }
     let line = |m: &str| marker_line(PROGRAM, m);
@@ -60,12 +62,13 @@ fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
         // Go 1.19 parks mutex waiters as plain "semacquire".
         let mutex_reason = if tc.minor() >= 20 { "sync.Mutex.Lock" } else { "semacquire" };
 
-        let mut tracer = Tracer::attach(program.pid, &["--leak-after", "2s"])?;
+        // Without reachability scans nothing is proven: every group is "stuck".
+        let mut tracer = Tracer::attach(program.pid, &["--leak-after", "2s", "--leak-scan", "off"])?;
         let no_healthy_leak = |s: &Value| -> Result<(), String> {
             for &goid in &healthy {
                 if let Some(g) = goroutine(s, goid) {
-                    if g["leaked"] == true {
-                        return Err(format!("healthy goroutine {goid} reported leaked: {g}"));
+                    if g["leaked"] == true || g["stuck"] == true {
+                        return Err(format!("healthy goroutine {goid} reported stuck: {g}"));
                     }
                 }
             }
@@ -77,11 +80,17 @@ fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
             expect_group(s, mutex_create, mutex_block, "main.locker", mutex_reason, lockers.len())?;
             let leaks = s["leaks"].as_array().map_or(0, Vec::len);
             if leaks != 3 {
-                return Err(format!("{leaks} leak groups, want 3: {}", s["leaks"]));
+                return Err(format!("{leaks} stuck groups, want 3: {}", s["leaks"]));
             }
             let total = senders.len() + receivers.len() + lockers.len();
-            if s["totals"]["goroutines_leaked"] != total as u64 {
-                return Err(format!("goroutines_leaked {} != {total}", s["totals"]["goroutines_leaked"]));
+            if s["totals"]["goroutines_stuck"] != total as u64 || s["totals"]["goroutines_leaked"] != 0 {
+                return Err(format!(
+                    "goroutines_stuck {} != {total} or goroutines_leaked {} != 0",
+                    s["totals"]["goroutines_stuck"], s["totals"]["goroutines_leaked"]
+                ));
+            }
+            if !s["leak_scan"].is_null() {
+                return Err(format!("leak_scan {} with --leak-scan off", s["leak_scan"]));
             }
             if s["totals"]["goroutines_live"] != num_goroutine {
                 return Err(format!(
@@ -92,8 +101,8 @@ fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
             // Each leaked goroutine is marked, with its own sites.
             for &goid in senders.iter().chain(&receivers).chain(&lockers) {
                 let g = goroutine(s, goid).ok_or(format!("goroutine {goid} missing"))?;
-                if g["leaked"] != true || g["blocked_for_s"].as_f64().is_none_or(|b| b < 2.0) {
-                    return Err(format!("goroutine {goid} not leaked yet: {g}"));
+                if g["stuck"] != true || g["leaked"] != false || g["blocked_for_s"].as_f64().is_none_or(|b| b < 2.0) {
+                    return Err(format!("goroutine {goid} not stuck yet: {g}"));
                 }
             }
             no_healthy_leak(s)
@@ -134,4 +143,276 @@ fn leaked_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
         assert!(status.success(), "deferscope exit status {status}");
         Ok(())
     });
+}
+
+const PROOF: &str = "leakproof";
+
+/// One group the leak-proof program creates: its key in the program's
+/// report, the marker of its blocking line, the function blocked there, and
+/// its wait reason.
+struct Kind {
+    key: &'static str,
+    marker: &'static str,
+    function: &'static str,
+    reasons: &'static [&'static str],
+}
+
+const LEAK_KINDS: &[Kind] = &[
+    Kind { key: "send", marker: "SITE:leak-send", function: "main.leakSend", reasons: &["chan send"] },
+    Kind { key: "recv", marker: "SITE:leak-recv", function: "main.leakRecv", reasons: &["chan receive"] },
+    Kind { key: "select", marker: "SITE:leak-select", function: "main.leakSelect", reasons: &["select"] },
+    Kind { key: "nil", marker: "SITE:leak-nil", function: "main.leakNil", reasons: &["chan send (nil chan)"] },
+    Kind {
+        key: "mutex",
+        marker: "SITE:leak-mutex",
+        function: "main.leakMutex",
+        reasons: &["sync.Mutex.Lock", "semacquire"],
+    },
+    Kind {
+        key: "waitgroup",
+        marker: "SITE:leak-wg",
+        function: "main.leakWaitGroup",
+        reasons: &["sync.WaitGroup.Wait", "semacquire"],
+    },
+    Kind { key: "cond", marker: "SITE:leak-cond", function: "main.leakCond", reasons: &["sync.Cond.Wait"] },
+];
+
+const STUCK_KINDS: &[Kind] = &[
+    Kind {
+        key: "mutex",
+        marker: "SITE:stuck-mutex",
+        function: "main.stuckMutex",
+        reasons: &["sync.Mutex.Lock", "semacquire"],
+    },
+    Kind {
+        key: "lifecycle",
+        marker: "SITE:stuck-lifecycle",
+        function: "main.stuckLifecycle",
+        reasons: &["chan receive"],
+    },
+    Kind { key: "pool", marker: "SITE:stuck-pool", function: "main.stuckPool", reasons: &["chan send"] },
+];
+
+/// Whether deferscope can prove this kind leaked on this build: sync
+/// objects only from Go 1.26 (the runtime links their sudog from
+/// `g.waiting` since then); anything but nil channels only when the heap
+/// can be traced (the binary has `runtime.mheap_` in its symbol table).
+fn provable(kind: &Kind, minor: u32, heap: bool) -> bool {
+    match kind.key {
+        "nil" => true,
+        "mutex" | "waitgroup" | "cond" => heap && minor >= 26,
+        _ => heap,
+    }
+}
+
+/// The group of `verdict` blocked at line `line` (None if absent).
+fn verdict_group<'a>(s: &'a Value, verdict: &str, line: u32) -> Option<&'a Value> {
+    s["leaks"]
+        .as_array()?
+        .iter()
+        .find(|g| g["verdict"] == verdict && line_of(&g["blocked_at"]) == Some(u64::from(line)))
+}
+
+fn check_group(s: &Value, verdict: &str, kind: &Kind, count: usize) -> Result<(), String> {
+    let line = marker_line(PROOF, kind.marker);
+    let g = verdict_group(s, verdict, line)
+        .ok_or(format!("no {verdict} group blocked at {} (main.go:{line}); leaks: {}", kind.function, s["leaks"]))?;
+    let reason_ok = g["wait_reason"].as_str().is_some_and(|r| kind.reasons.contains(&r));
+    if g["count"] != count as u64 || g["blocked_at"]["function"] != kind.function || !reason_ok {
+        return Err(format!("{verdict} group {g} != {count} × {} main.go:{line} {:?}", kind.function, kind.reasons));
+    }
+    Ok(())
+}
+
+#[test]
+fn leaks_are_proven_by_reachability_and_stuck_goroutines_are_not() {
+    if !require_root("leaks_are_proven_by_reachability_and_stuck_goroutines_are_not") {
+        return;
+    }
+    for_each_toolchain("leak proofs", |tc| {
+        // Go's own goroutineleak profile: an experiment in 1.26, default in 1.27.
+        let env: &[(&str, &str)] = if tc.minor() == 26 { &[("GOEXPERIMENT", "goroutineleakprofile")] } else { &[] };
+        for (flags, heap) in [(&[][..], true), (&["-ldflags=-s -w"][..], false)] {
+            let binary = build_go_env(PROOF, tc, flags, env)?;
+            let mut program = GoProgram::start(&binary)?;
+            let ready = program.expect("ready")?;
+            let goids_of = |m: &Value, key: &str| goids(&m[key]);
+            let mut tracer = Tracer::attach(program.pid, &["--leak-after", "2s", "--leak-scan", "1s"])?;
+            let (mut leaked, mut stuck) = (Vec::new(), Vec::new());
+            for k in LEAK_KINDS {
+                let n = goids_of(&ready["leaks"], k.key);
+                if provable(k, tc.minor(), heap) { leaked.push((k, n)) } else { stuck.push((k, n)) }
+            }
+            for k in STUCK_KINDS {
+                stuck.push((k, goids_of(&ready["stuck"], k.key)));
+            }
+            let healthy = goids(&ready["healthy"]);
+            let never_leaked: Vec<u64> =
+                stuck.iter().flat_map(|(_, g)| g.iter().copied()).chain(healthy.iter().copied()).collect();
+            let want_leaked: usize = leaked.iter().map(|(_, g)| g.len()).sum();
+            let want_stuck: usize = stuck.iter().map(|(_, g)| g.len()).sum();
+            let what = format!("{}{}", tc.full, if heap { "" } else { " stripped" });
+            let mut recall = std::collections::BTreeMap::new();
+            let s = tracer.wait_for(&format!("{what}: proven leaks, exact"), |s| {
+                if s["leak_scan"]["heap_traced"] != heap {
+                    return Err(format!("leak_scan {} (want heap_traced {heap})", s["leak_scan"]));
+                }
+                // Every goroutine blocked at a leaking site is either proven
+                // leaked or, where the conservative scan saw a stale word that
+                // looks like a pointer to its primitive, stuck: never both,
+                // never missing. From Go 1.26 on, where Go's own profile is
+                // the reference, every one must be proven.
+                for (k, g) in &leaked {
+                    let line = marker_line(PROOF, k.marker);
+                    let count =
+                        |verdict: &str| verdict_group(s, verdict, line).map_or(0, |x| x["count"].as_u64().unwrap_or(0));
+                    let (proven, missed) = (count("leaked") as usize, count("stuck") as usize);
+                    let floor = if tc.minor() >= 26 { g.len() } else { g.len() * 9 / 10 };
+                    if proven + missed != g.len() || proven < floor {
+                        return Err(format!(
+                            "{}: {proven} leaked + {missed} stuck, want {} leaked",
+                            k.function,
+                            g.len()
+                        ));
+                    }
+                    if proven > 0 {
+                        check_group(s, "leaked", k, proven)?;
+                    }
+                    let mut n = 0;
+                    for &goid in g {
+                        let v = goroutine(s, goid).ok_or(format!("goroutine {goid} missing"))?;
+                        if v["leaked"] == true {
+                            n += 1;
+                            if v["stuck"] != true || v["leak_reason"].as_str().is_none() {
+                                return Err(format!("goroutine {goid} ({}) leaked but: {v}", k.function));
+                            }
+                        }
+                    }
+                    if n != proven {
+                        return Err(format!("{}: {n} goroutines marked leaked, group says {proven}", k.function));
+                    }
+                    recall.insert(k.key, (proven, g.len()));
+                }
+                for (k, g) in &stuck {
+                    check_group(s, "stuck", k, g.len())?;
+                }
+                let t = &s["totals"];
+                let proven: usize = recall.values().map(|r| r.0).sum();
+                if t["goroutines_leaked"] != proven as u64
+                    || t["goroutines_stuck"] != (want_stuck + want_leaked - proven) as u64
+                {
+                    return Err(format!(
+                        "totals leaked {} stuck {}, want {proven} and {}",
+                        t["goroutines_leaked"],
+                        t["goroutines_stuck"],
+                        want_stuck + want_leaked - proven
+                    ));
+                }
+                for &goid in &never_leaked {
+                    if goroutine(s, goid).is_some_and(|v| v["leaked"] == true) {
+                        return Err(format!("goroutine {goid} reported leaked"));
+                    }
+                }
+                Ok(())
+            })?;
+            let scan = &s["leak_scan"];
+            let proven: usize = recall.values().map(|r| r.0).sum();
+            eprintln!(
+                "   {what}: recall {proven}/{want_leaked} provable leaks {recall:?}, 0 false leaks, {want_stuck} stuck; \
+                 scan {:.3}s, {} bytes read, {} objects marked",
+                scan["duration_s"].as_f64().unwrap_or(-1.0),
+                scan["bytes_read"],
+                scan["objects_marked"]
+            );
+            // Stable: over several more scans, nothing else is proven.
+            for _ in 0..3 {
+                let before = tracer.last.as_ref().and_then(|s| s["leak_scan"]["scans"].as_u64()).unwrap_or(0);
+                tracer.wait_for("one more scan, same verdicts", |s| {
+                    if s["leak_scan"]["scans"].as_u64().unwrap_or(0) <= before {
+                        return Err("no new scan yet".into());
+                    }
+                    if s["totals"]["goroutines_leaked"].as_u64().unwrap_or(0) < proven as u64 {
+                        return Err(format!("goroutines_leaked now {}", s["totals"]["goroutines_leaked"]));
+                    }
+                    for &goid in &never_leaked {
+                        if goroutine(s, goid).is_some_and(|v| v["leaked"] == true) {
+                            panic!("{what}: goroutine {goid} reported leaked");
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            // Go's own detector on the same program (1.26+): the same counts.
+            if heap && ready["goleak_profile"] == true {
+                let go = program.command("goleak", "goleak")?;
+                for k in LEAK_KINDS {
+                    let ours = recall.get(k.key).map_or(0, |r| r.0);
+                    let theirs = go["by_function"][k.function].as_u64().unwrap_or(0);
+                    if ours as u64 != theirs {
+                        anyhow::bail!("{what}: {}: deferscope proves {ours} leaked, Go's profile {theirs}", k.function);
+                    }
+                }
+                let total: u64 =
+                    go["by_function"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+                if total != proven as u64 {
+                    anyhow::bail!("{what}: Go's profile finds {total} leaked, deferscope {proven}: {go}");
+                }
+                eprintln!("   {what}: Go's goroutineleak profile agrees: {total} leaked");
+            }
+            program.command("quit", "quit")?;
+            program.wait_exit()?;
+            let (status, _) = tracer.wait_exit()?;
+            anyhow::ensure!(status.success(), "deferscope exit status {status}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_growing_pool_on_a_global_channel_is_stuck_and_growing() {
+    if !require_root("a_growing_pool_on_a_global_channel_is_stuck_and_growing") {
+        return;
+    }
+    let toolchains = toolchains().expect("toolchains");
+    let tc = toolchains.iter().max_by_key(|t| t.minor()).expect("a toolchain");
+    let binary = build_go(PROOF, tc, &[]).expect("build");
+    let mut program = GoProgram::start(&binary).expect("start");
+    let ready = program.expect("ready").expect("ready");
+    let pool = STUCK_KINDS.iter().find(|k| k.key == "pool").expect("pool");
+    let mut tracer = Tracer::attach(program.pid, &["--leak-after", "1s", "--leak-scan", "1s"]).expect("attach");
+    let mut size = goids(&ready["stuck"]["pool"]).len();
+    tracer.wait_for("the pool, stuck, not growing", |s| check_group(s, "stuck", pool, size)).expect("stuck");
+    // It grows by 5 every 2 s (of the tracer's clock) for 14 s: growing,
+    // never leaked.
+    let line = marker_line(PROOF, pool.marker);
+    let uptime = |s: &Value| s["trace_uptime_s"].as_f64().unwrap_or(0.0);
+    let t0 = tracer.last.as_ref().map_or(0.0, uptime);
+    for step in 1..=7 {
+        size += goids(&program.command("grow 5", "grow").expect("grow")["goids"]).len();
+        tracer
+            .wait_for("2 s later", |s| {
+                if verdict_group(s, "leaked", line).is_some() {
+                    panic!("the pool was reported leaked: {}", s["leaks"]);
+                }
+                if uptime(s) < t0 + 2.0 * f64::from(step) {
+                    return Err("not yet".into());
+                }
+                Ok(())
+            })
+            .expect("pacing");
+    }
+    tracer
+        .wait_for("the pool group growing", |s| {
+            check_group(s, "stuck", pool, size)?;
+            let g = verdict_group(s, "stuck", marker_line(PROOF, pool.marker)).expect("checked");
+            if g["growing"] != true || g["growth_per_min"].as_f64().is_none_or(|r| r <= 0.0) {
+                return Err(format!("pool group not growing: {g}"));
+            }
+            Ok(())
+        })
+        .expect("growing");
+    program.command("quit", "quit").expect("quit");
+    program.wait_exit().expect("exit");
+    let (status, _) = tracer.wait_exit().expect("deferscope exit");
+    assert!(status.success());
 }

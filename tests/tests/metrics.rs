@@ -64,7 +64,9 @@ fn run(tc: &Toolchain) -> anyhow::Result<()> {
     // printed listings: the metrics must still cover every goroutine.
     let mut exporter = MetricsExporter::attach(
         program.pid,
-        &["--leak-after", "1s", "--interval", "200ms", "--metrics-top-sites", "1", "--top", "1"],
+        // Without reachability scans the blocked goroutines are all "stuck"
+        // (tests/leaks.rs covers the proofs).
+        &["--leak-after", "1s", "--interval", "200ms", "--metrics-top-sites", "1", "--top", "1", "--leak-scan", "off"],
     )?;
 
     // The endpoint itself: OpenMetrics, once the first snapshot is in.
@@ -119,18 +121,21 @@ fn run(tc: &Toolchain) -> anyhow::Result<()> {
         }
     })?;
 
-    // Leaks: needs the aggregator's leak detection (--leak-after 1s).
+    // Stuck goroutines: needs the aggregator's leak detection (--leak-after 1s).
     exporter.check_running()?;
-    prometheus.wait_value(&format!(r#"sum(deferscope_goroutines_leaked{{job="{JOB}"}})"#), leaked as f64)?;
-    prometheus.wait_value(&format!(r#"count(deferscope_goroutines_leaked{{job="{JOB}"}})"#), 2.0)?;
+    prometheus.wait_value(&format!(r#"sum(deferscope_goroutines_stuck{{job="{JOB}"}})"#), leaked as f64)?;
+    prometheus.wait_value(&format!(r#"count(deferscope_goroutines_stuck{{job="{JOB}"}})"#), 2.0)?;
     let receivers = format!(
-        r#"deferscope_goroutines_leaked{{job="{JOB}",wait_reason="chan receive",blocked_at=~"main\\.receiver {main_go}:{recv_line}",created_by=~"main\\.main {main_go}:{go_recv_line}"}}"#
+        r#"deferscope_goroutines_stuck{{job="{JOB}",wait_reason="chan receive",blocked_at=~"main\\.receiver {main_go}:{recv_line}",created_by=~"main\\.main {main_go}:{go_recv_line}"}}"#
     );
     prometheus.wait_value(&receivers, leaked_recv as f64)?;
     let other = format!(
-        r#"deferscope_goroutines_leaked{{job="{JOB}",wait_reason="other",created_by="other",blocked_at="other"}}"#
+        r#"deferscope_goroutines_stuck{{job="{JOB}",wait_reason="other",created_by="other",blocked_at="other"}}"#
     );
     prometheus.wait_value(&other, leaked_send as f64)?;
+
+    prometheus.wait_value(&format!(r#"sum(deferscope_leak_groups_growing{{job="{JOB}",verdict="leaked"}})"#), 0.0)?;
+    prometheus.wait_value(&format!(r#"count(deferscope_goroutines_leaked{{job="{JOB}"}}) or vector(0)"#), 0.0)?;
 
     // The target exits: deferscope follows, and Prometheus sees it go.
     program.wait_exit()?;

@@ -146,3 +146,57 @@ fn compare(snapshot: &Value, pprof: &Pprof) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Debian's idle prometheus: its lifecycle goroutines (run.Group actors,
+/// the TSDB's and the web handler's run loops, ...) wait for a shutdown that
+/// has not come. Past --leak-after they are stuck; they are never leaked,
+/// since the channels they wait on are still held. The binary is stripped,
+/// so this also covers finding the heap without symbols.
+#[test]
+fn an_idle_servers_lifecycle_goroutines_are_stuck_not_leaked() {
+    if !require_root("an_idle_servers_lifecycle_goroutines_are_stuck_not_leaked") {
+        return;
+    }
+    if prometheus_bin().is_err() {
+        panic!("Debian's prometheus is not installed: run the tests with `cargo xtask test`");
+    }
+    let addr = free_loopback_addr().expect("port");
+    let prom = Prometheus::start(addr, "deferscope-idle-leaks").expect("start prometheus");
+    let mut tracer = Tracer::attach(prom.pid(), &["--leak-after", "2s", "--leak-scan", "1s", "--interval", "500ms"])
+        .expect("attach");
+    let scans = |s: &Value| s["leak_scan"]["scans"].as_u64().unwrap_or(0);
+    let snapshot = tracer
+        .wait_for("stuck lifecycle goroutines, heap scanned several times", |s| {
+            if s["leak_scan"]["heap_traced"] != true || scans(s) < 4 {
+                return Err(format!("leak_scan {}", s["leak_scan"]));
+            }
+            if s["totals"]["goroutines_stuck"].as_u64().unwrap_or(0) < 5 {
+                return Err(format!("only {} stuck", s["totals"]["goroutines_stuck"]));
+            }
+            Ok(())
+        })
+        .expect("stuck");
+    let first_scans = scans(&snapshot);
+    eprintln!(
+        "   idle prometheus: {} stuck, {} leaked; scan {:.3}s, {} bytes read, {} objects marked",
+        snapshot["totals"]["goroutines_stuck"],
+        snapshot["totals"]["goroutines_leaked"],
+        snapshot["leak_scan"]["duration_s"].as_f64().unwrap_or(-1.0),
+        snapshot["leak_scan"]["bytes_read"],
+        snapshot["leak_scan"]["objects_marked"]
+    );
+    // Over every snapshot until five more scans are in: never a leak.
+    let mut leaked_seen = None;
+    tracer
+        .wait_for("five more scans", |s| {
+            if s["totals"]["goroutines_leaked"] != 0 {
+                leaked_seen.get_or_insert_with(|| s["leaks"].to_string());
+            }
+            if scans(s) < first_scans + 5 { Err("not yet".into()) } else { Ok(()) }
+        })
+        .expect("scans");
+    assert_eq!(leaked_seen, None, "an idle prometheus reported leaked goroutines");
+    assert_eq!(snapshot["totals"]["goroutines_leaked"], 0);
+    let (status, _) = tracer.interrupt().expect("stop deferscope");
+    assert!(status.success(), "deferscope exit status {status}");
+}
