@@ -162,8 +162,7 @@ fn an_idle_servers_lifecycle_goroutines_are_stuck_not_leaked() {
     }
     let addr = free_loopback_addr().expect("port");
     let prom = Prometheus::start(addr, "deferscope-idle-leaks").expect("start prometheus");
-    let mut tracer = Tracer::attach(prom.pid(), &["--leak-after", "2s", "--leak-scan", "1s", "--interval", "500ms"])
-        .expect("attach");
+    let mut tracer = Tracer::attach(prom.pid(), &["--leak-after", "2s", "--leak-scan", "1s"]).expect("attach");
     let scans = |s: &Value| s["leak_scan"]["scans"].as_u64().unwrap_or(0);
     let snapshot = tracer
         .wait_for("stuck lifecycle goroutines, heap scanned several times", |s| {
