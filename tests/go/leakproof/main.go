@@ -103,6 +103,15 @@ func stuckPool() {
 	pool <- 1 // SITE:stuck-pool
 }
 
+// startPool adds n goroutines to the pool, from one creation site: the
+// pool is one group that grows.
+func startPool(n int) []uint64 {
+	for i := 0; i < n; i++ {
+		go stuckPool() // SITE:pool-create
+	}
+	return collect(n)
+}
+
 func consumer(feed <-chan int) {
 	ids <- testutil.Goid()
 	for range feed {
@@ -164,10 +173,7 @@ func main() {
 		go stuckLifecycle()
 	}
 	stuck["lifecycle"] = collect(nLifecycle)
-	for i := 0; i < nPool; i++ {
-		go stuckPool()
-	}
-	stuck["pool"] = collect(nPool)
+	stuck["pool"] = startPool(nPool)
 
 	feeds := make([]chan int, nConsumers)
 	for i := range feeds {
@@ -201,10 +207,7 @@ func main() {
 		switch cmd[0] {
 		case "grow":
 			n, _ := strconv.Atoi(cmd[1])
-			for i := 0; i < n; i++ {
-				go stuckPool()
-			}
-			testutil.Report(map[string]any{"event": "grow", "goids": collect(n)})
+			testutil.Report(map[string]any{"event": "grow", "goids": startPool(n)})
 		case "goleak":
 			testutil.Report(map[string]any{"event": "goleak", "by_function": goLeakProfile()})
 		case "quit":
