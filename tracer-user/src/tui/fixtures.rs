@@ -5,11 +5,8 @@ use std::time::Duration;
 use super::app::Settings;
 use crate::{
     aggregate::model::{
-<<<<<<< HEAD
         DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, ProbeState, Site, Snapshot, Totals,
-=======
-        DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals, Verdict,
->>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
+        Verdict,
     },
     goruntime::GoroutineStatus,
 };

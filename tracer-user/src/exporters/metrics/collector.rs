@@ -23,11 +23,7 @@ use prometheus_client::{
 };
 
 use crate::{
-<<<<<<< HEAD
-    aggregate::model::{GoroutineView, ProbeState, Site, Snapshot},
-=======
-    aggregate::model::{GoroutineView, Site, Snapshot, Verdict},
->>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
+    aggregate::model::{GoroutineView, ProbeState, Site, Snapshot, Verdict},
     feed::SnapshotFeed,
     goruntime::GoroutineStatus,
 };

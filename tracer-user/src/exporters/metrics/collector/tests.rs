@@ -4,13 +4,9 @@
 use prometheus_client::registry::Registry;
 
 use crate::{
-<<<<<<< HEAD
     aggregate::model::{
-        DeferSiteView, GoroutineView, LeakGroup, Mode, Overhead, ProbeHits, ProbeState, Site, Snapshot, Totals,
+        DeferSiteView, GoroutineView, LeakGroup, Mode, Overhead, ProbeHits, ProbeState, Site, Snapshot, Totals, Verdict,
     },
-=======
-    aggregate::model::{DeferSiteView, GoroutineView, LeakGroup, ProbeHits, Site, Snapshot, Totals, Verdict},
->>>>>>> 5e2058a (Verdicts: stuck (blocked past --leak-after) vs leaked (proven by two consecutive reachability scans, goroutine unchanged); groups keyed by verdict with growth; --leak-scan; leak_scan in JSON; metrics deferscope_goroutines_stuck, leak_groups_growing, leak_scan_*; TUI headline, panel and detail show verdicts)
     exporters::metrics::{registry, render},
     feed::{self, FeedPublisher},
     goruntime::GoroutineStatus,
