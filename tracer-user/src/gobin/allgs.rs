@@ -260,6 +260,7 @@ fn arm64_receivers(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
         adrp[rd] = None;
     }
     out
+}
 
 #[cfg(test)]
 mod tests {

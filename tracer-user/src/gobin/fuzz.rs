@@ -198,7 +198,7 @@ fn mapped(data: &[u8], section: Option<&str>) -> ElfInfo {
         is_pie: false,
         segments: vec![segment],
         sections: section
-            .map(|name| SectionInfo { name: name.to_string(), addr: BASE, file_range: Some((0, len)) })
+            .map(|name| SectionInfo { name: name.to_string(), addr: BASE, file_range: Some((0, len)), size: len })
             .into_iter()
             .collect(),
         symtab: None,

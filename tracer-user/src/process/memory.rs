@@ -107,24 +107,6 @@ impl ReadMemory for MemoryImage<'_> {
     }
 }
 
-/// Reads of the target's memory, as the reachability scan needs them: the
-/// process (`ProcessMemory`) or, in tests, a fake address space.
-pub(crate) trait ReadMemory {
-    fn read_exact(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError>;
-
-    fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
-        let mut buf = vec![0; len];
-        self.read_exact(addr, &mut buf)?;
-        Ok(buf)
-    }
-}
-
-impl ReadMemory for ProcessMemory {
-    fn read_exact(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        ProcessMemory::read_exact(self, addr, buf)
-    }
-}
-
 /// Little-endian field access into a buffer read from the target; `None` when
 /// the offset is out of range (never panics on a short buffer).
 pub fn field_u64(buf: &[u8], off: u64) -> Option<u64> {
