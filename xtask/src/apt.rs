@@ -9,11 +9,11 @@ use anyhow::{Result, bail};
 
 use crate::cmd::{self, note, step};
 
-/// The Debian packages deferscope's development needs, besides
-/// `llvm-<N>-dev` (its N follows the nightly rustc, see `bpf_linker`):
-/// Go 1.19 (the oldest supported target), and tmux and prometheus for the
-/// end-to-end tests of the TUI and the metrics endpoint.
-pub const APT_PACKAGES: &[&str] = &["golang-1.19-go", "tmux", "prometheus"];
+/// The Debian packages only the tests need: tmux and prometheus, for the
+/// end-to-end tests of the TUI and the metrics endpoint. (Go 1.19 comes from
+/// `toolchains`, `llvm-<N>-dev` from `bpf_linker`: its N follows the nightly
+/// rustc.)
+pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus"];
 
 static UPDATED: AtomicBool = AtomicBool::new(false);
 
@@ -46,7 +46,7 @@ fn has_candidate(package: &str) -> bool {
 
 fn update() -> Result<()> {
     step("apt-get update ...");
-    cmd::run(Command::new("apt-get").args(["update", "-q"]))?;
+    cmd::run_to_stderr(Command::new("apt-get").args(["update", "-q"]))?;
     UPDATED.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -74,7 +74,7 @@ pub fn ensure(packages: &[&str]) -> Result<()> {
     if !UPDATED.load(Ordering::Relaxed) {
         update()?;
     }
-    cmd::run(
+    cmd::run_to_stderr(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])

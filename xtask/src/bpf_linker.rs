@@ -71,7 +71,7 @@ pub fn ensure(llvm_major: u32) -> Result<()> {
     if force {
         install.arg("--force");
     }
-    cmd::run(&mut install)?;
+    cmd::run_to_stderr(&mut install)?;
     if cmd::try_output(Command::new("bpf-linker").arg("--version")).is_none() {
         bail!("bpf-linker was installed but does not run from PATH: is ~/.cargo/bin on PATH?");
     }

@@ -17,7 +17,7 @@ pub fn deferscope(workspace_root: &Path, release: bool) -> Result<PathBuf> {
     if release {
         cargo.arg("--release");
     }
-    cmd::run(&mut cargo)?;
+    cmd::run_to_stderr(&mut cargo)?;
     let bin = paths::deferscope_bin(workspace_root, release);
     if !bin.is_file() {
         bail!("cargo build succeeded but {} is missing", bin.display());

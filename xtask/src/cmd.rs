@@ -31,6 +31,15 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Like [`run`], but the child's stdout goes to our stderr. For setup and
+/// build steps (apt-get, pip, rustup, cargo install, cargo build, go build):
+/// what they print is progress, like [`step`]'s, never what the task
+/// produces, so `cargo xtask demo --json | jq …` sees only JSON even when
+/// setup installs something.
+pub fn run_to_stderr(cmd: &mut Command) -> Result<()> {
+    run(cmd.stdout(std::io::stderr()))
+}
+
 /// Runs `cmd` with inherited stdio after printing it and returns its status.
 pub fn status(cmd: &mut Command) -> Result<ExitStatus> {
     note(format_args!("$ {}", show(cmd)));

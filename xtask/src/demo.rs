@@ -19,8 +19,9 @@ use crate::{
     toolchains::{self, GoToolchain},
 };
 
-/// The Go version the demo is built with.
-const DEMO_GO: &str = "1.24";
+/// The Go version the demo is built with (the one the README's screenshot
+/// shows); `cargo xtask demo` installs only this toolchain.
+pub const DEMO_GO: &str = "1.24";
 /// How long the demo may take to print `ready pid=<PID>`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,7 +34,7 @@ pub struct DemoArgs {
 
 /// Runs the demo; returns deferscope's exit code.
 pub fn run(workspace_root: &Path, args: &DemoArgs) -> Result<i32> {
-    let setup = setup::run(workspace_root)?;
+    let setup = setup::run_plan(workspace_root, &setup::Plan::demo())?;
     let deferscope = build::deferscope(workspace_root, true)?;
     let demo_bin = build_demo(workspace_root, &setup.toolchains)?;
 
@@ -63,7 +64,7 @@ pub fn run(workspace_root: &Path, args: &DemoArgs) -> Result<i32> {
     Ok(code)
 }
 
-/// Builds `tests/go/demo` with Go 1.24 into `<target>/demo/demo`.
+/// Builds `tests/go/demo` with Go [`DEMO_GO`] into `<target>/demo/demo`.
 fn build_demo(workspace_root: &Path, toolchains: &[GoToolchain]) -> Result<PathBuf> {
     let src = workspace_root.join("tests/go/demo");
     if !src.join("go.mod").is_file() {
@@ -74,7 +75,7 @@ fn build_demo(workspace_root: &Path, toolchains: &[GoToolchain]) -> Result<PathB
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let out = out_dir.join("demo");
     step(format_args!("building the demo workload with {} ...", go.full));
-    cmd::run(go.command(workspace_root).current_dir(&src).args(["build", "-o"]).arg(&out).arg("."))?;
+    cmd::run_to_stderr(go.command(workspace_root).current_dir(&src).args(["build", "-o"]).arg(&out).arg("."))?;
     Ok(out)
 }
 

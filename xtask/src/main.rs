@@ -44,7 +44,8 @@ enum Task {
         #[arg(long)]
         debug: bool,
     },
-    /// Setup, build, start the demo Go workload and trace it with deferscope.
+    /// Install what the demo needs (nightly rust-src, llvm-N-dev, bpf-linker,
+    /// Go 1.24), build, start the demo Go workload and trace it with deferscope.
     Demo {
         /// Print JSON snapshots instead of the TUI.
         #[arg(long)]

