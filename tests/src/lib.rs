@@ -3,7 +3,9 @@
 //! `deferscope` binary, and compare its snapshots with what the Go program
 //! reports about itself.
 //!
-//! `cargo xtask test` sets the environment:
+//! Tests that cannot run without root, the Go toolchains or promtool are
+//! `#[ignore]`d with the reason; `cargo xtask test` runs them all
+//! (`--include-ignored`) and sets the environment:
 //! - `DEFERSCOPE_BIN`: the deferscope binary;
 //! - `DEFERSCOPE_GO_TOOLCHAINS`: `go1.19.8=/path/to/go,go1.21.13=...`;
 //! - `DEFERSCOPE_GO_CACHE`: a GOCACHE shared by the builds.
@@ -30,15 +32,19 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
-/// True when running as root; otherwise prints a visible skip line.
-pub fn require_root(test: &str) -> bool {
+/// Fails the test unless it runs as root.
+///
+/// Tests that need root (or the Go toolchains, or promtool) are
+/// `#[ignore = "needs …"]`, so that a plain `cargo test` lists them as
+/// ignored, never as passed. `cargo xtask test` runs them all
+/// (`--include-ignored`), as root; one that runs without what it needs fails.
+pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("SKIPPED (needs root): {test}");
-    println!("SKIPPED (needs root): {test}");
-    false
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test needs root (to attach uprobes and read /proc/PID/mem): run `cargo xtask test` as root"
+    );
 }
 
 #[derive(Clone, Debug)]

@@ -16,6 +16,12 @@ use crate::{
 /// one at a time in their own `cargo test` invocation.
 const INTEGRATION_PACKAGE: &str = "deferscope-integration";
 
+/// Tests that need root, the Go fixtures or toolchains, or promtool are
+/// `#[ignore = "needs …"]`: a plain `cargo test` shows them as ignored, never
+/// as passed. Here everything they need is set up, so all of them run, and
+/// one whose prerequisite is missing fails.
+const INCLUDE_IGNORED: &str = "--include-ignored";
+
 /// Runs everything; `filters` go to the test binaries (after `--`).
 pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
     let mut summary = Summary::default();
@@ -45,15 +51,13 @@ pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
         step("cargo test (all packages but the integration tests) ...");
         let mut cargo = cargo_test(workspace_root, &env);
         cargo.args(["--workspace", "--exclude", "tracer-ebpf", "--exclude", INTEGRATION_PACKAGE]);
-        if !filters.is_empty() {
-            cargo.arg("--").args(filters);
-        }
+        cargo.args(["--", INCLUDE_IGNORED]).args(filters);
         cmd::run(&mut cargo)
     });
     summary.record("integration tests", || {
         step(format_args!("cargo test -p {INTEGRATION_PACKAGE} (one test at a time: kernel state is shared) ..."));
         let mut cargo = cargo_test(workspace_root, &env);
-        cargo.args(["-p", INTEGRATION_PACKAGE, "--", "--test-threads=1"]).args(filters);
+        cargo.args(["-p", INTEGRATION_PACKAGE, "--", "--test-threads=1", INCLUDE_IGNORED]).args(filters);
         cmd::run(&mut cargo)
     });
     lint::run(workspace_root, &mut summary);
