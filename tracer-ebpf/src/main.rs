@@ -36,8 +36,9 @@ static DEFER_FN_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static OPEN_DEFER_OFFSET: u64 = NO_OFFSET;
 
-/// 16 MiB: about 350k events, over a second of the fastest probe rate this
-/// machine can sustain, so a slow userspace tick loses nothing.
+/// 16 MiB: about 262k events (64 bytes each: the 56-byte `Event` and the ring
+/// buffer's 8-byte record header), over a second of the fastest probe rate
+/// this machine can sustain, so a slow userspace tick loses nothing.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
@@ -54,12 +55,18 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 fn global<T: Copy>(v: &'static T) -> T {
     // Read through a volatile pointer so the compiler cannot fold the
     // load-time value (set by userspace) into the constant default.
+    // SAFETY: `v` is a reference to a static, so the pointer is non-null,
+    // aligned and valid for reads of an initialised `T`.
     unsafe { core::ptr::read_volatile(v) }
 }
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<u64>, index: u32) {
     if let Some(slot) = map.get_ptr_mut(index) {
+        // SAFETY: `get_ptr_mut` returned this CPU's slot of the array (the
+        // verifier checks the bounds), valid while the program runs; no other
+        // CPU writes it. A probe preempting another on this CPU could at
+        // worst lose one count of a diagnostic counter.
         unsafe { *slot += 1 };
     }
 }
@@ -72,17 +79,24 @@ mod regs {
     /// The current g: R14 in every ABIInternal function.
     #[inline(always)]
     pub fn g(ctx: &ProbeContext) -> u64 {
+        // SAFETY: `ctx.regs` is the kernel's pt_regs of the probed thread,
+        // valid for the whole run of the program (the verifier checks every
+        // context access).
         unsafe { (*ctx.regs).r14 }
     }
     /// The return address (the caller's call site), at entry: `[RSP]`.
     #[inline(always)]
     pub fn return_address(ctx: &ProbeContext) -> Option<u64> {
+        // SAFETY: as in `g`.
         let sp = unsafe { (*ctx.regs).rsp };
+        // SAFETY: bpf_probe_read_user copies from user memory with the
+        // kernel's fault-tolerant copy: any address is sound, a bad one is Err.
         unsafe { aya_ebpf::helpers::bpf_probe_read_user(sp as *const u64) }.ok()
     }
     /// First integer argument / first result register.
     #[inline(always)]
     pub fn arg0(ctx: &ProbeContext) -> u64 {
+        // SAFETY: as in `g`.
         unsafe { (*ctx.regs).rax }
     }
 }
@@ -94,6 +108,9 @@ mod regs {
     // On arm64 the uprobe context's pt_regs starts with user_pt_regs.
     #[inline(always)]
     fn r(ctx: &ProbeContext) -> &user_pt_regs {
+        // SAFETY: `ctx.regs` is the kernel's pt_regs of the probed thread,
+        // valid for the whole run of the program (no longer than `ctx`'s
+        // borrow), and on arm64 it starts with a user_pt_regs.
         unsafe { &*(ctx.regs as *const user_pt_regs) }
     }
     /// The current g: R28.
@@ -121,6 +138,8 @@ fn is_target() -> bool {
 
 #[inline(always)]
 fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user copies from user memory with the kernel's
+    // fault-tolerant copy: any address is sound, a bad one is Err.
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
@@ -131,6 +150,7 @@ fn emit(kind: EventKind, probe: ProbeId, goid: u64, pc: u64, arg: u64, aux: u64)
             slot.write(Event {
                 kind: kind as u32,
                 probe: probe as u32,
+                // SAFETY: a helper without arguments or preconditions.
                 ktime_ns: unsafe { bpf_ktime_get_ns() },
                 goid,
                 pc,
@@ -255,6 +275,7 @@ pub fn freedefer(ctx: ProbeContext) -> u32 {
     if open_defer_offset != NO_OFFSET {
         // Go ≤ 1.21 panics and Goexit create and free synthetic records for
         // open-coded defer frames; they were never pushed by deferproc*.
+        // SAFETY: as in `read_u64`: any address is sound.
         let open = unsafe { bpf_probe_read_user((record + open_defer_offset) as *const u8) };
         match open {
             Ok(0) => {}

@@ -26,7 +26,7 @@ pub fn run(workspace_root: &Path, summary: &mut Summary) {
         ]))
     });
     // The probes have per-architecture register code under
-    // `#[cfg(bpf_target_arch = ..)]` (set by aya-build for the host); lint
+    // `#[cfg(bpf_target_arch = ..)]` (set by tracer-user/build.rs for the host); lint
     // both, each in its own target dir so they do not rebuild each other.
     for arch in BPF_TARGET_ARCHES {
         summary.record(&format!("clippy (tracer-ebpf, bpfel, {arch})"), || {
