@@ -119,18 +119,18 @@ mod tests {
     fn vim_and_arrow_movement() {
         let mut a = app();
         press(&mut a, &[ch('j'), ch('j'), key(KeyCode::Down)]);
-        assert_eq!(a.goroutines.selected, 3);
+        assert_eq!(a.goroutines.nav.selected, 3);
         press(&mut a, &[ch('k'), key(KeyCode::Up)]);
-        assert_eq!(a.goroutines.selected, 1);
+        assert_eq!(a.goroutines.nav.selected, 1);
         press(&mut a, &[ch('G')]);
-        assert_eq!(a.goroutines.selected, a.goroutine_rows().len() - 1);
+        assert_eq!(a.goroutines.nav.selected, a.goroutines.rows().len() - 1);
         press(&mut a, &[ch('g')]);
-        assert_eq!(a.goroutines.selected, 0);
-        a.goroutines.height = 10;
+        assert_eq!(a.goroutines.nav.selected, 0);
+        a.goroutines.nav.height = 10;
         press(&mut a, &[key(KeyCode::PageDown)]);
-        assert_eq!(a.goroutines.selected, 10);
+        assert_eq!(a.goroutines.nav.selected, 10);
         press(&mut a, &[key(KeyCode::PageUp)]);
-        assert_eq!(a.goroutines.selected, 0);
+        assert_eq!(a.goroutines.nav.selected, 0);
     }
 
     #[test]
@@ -141,8 +141,8 @@ mod tests {
         press(&mut a, &[key(KeyCode::Tab)]);
         assert_eq!(a.focus, Panel::Sites);
         press(&mut a, &[ch('j')]);
-        assert_eq!(a.sites.selected, 1);
-        assert_eq!(a.goroutines.selected, 0);
+        assert_eq!(a.sites.nav.selected, 1);
+        assert_eq!(a.goroutines.nav.selected, 0);
         press(&mut a, &[key(KeyCode::BackTab), key(KeyCode::BackTab)]);
         assert_eq!(a.focus, Panel::Goroutines);
     }
@@ -152,23 +152,23 @@ mod tests {
         let mut a = app();
         press(&mut a, &[ch('/'), ch('d'), ch('e'), ch('e'), ch('x')]);
         assert!(a.filter.editing);
-        assert_eq!(a.goroutine_rows().len(), 0);
+        assert_eq!(a.goroutines.rows().len(), 0);
         press(&mut a, &[key(KeyCode::Backspace), ch('p'), key(KeyCode::Enter)]);
         assert!(!a.filter.editing);
         assert_eq!(a.filter.text, "deep");
-        assert_eq!(a.goroutine_rows().len(), 1);
+        assert_eq!(a.goroutines.rows().len(), 1);
         // j moves again once the filter is confirmed.
         assert_eq!(handle_key(&mut a, ch('j')), Action::Redraw);
         press(&mut a, &[key(KeyCode::Esc)]);
         assert_eq!(a.filter.text, "");
-        assert!(a.goroutine_rows().len() > 40);
+        assert!(a.goroutines.rows().len() > 40);
     }
 
     #[test]
     fn sort_pause_help_detail() {
         let mut a = app();
         press(&mut a, &[ch('s')]);
-        assert_eq!(a.goroutine_sort, GoroutineSort::MaxDepth);
+        assert_eq!(a.goroutines.sort, GoroutineSort::MaxDepth);
         press(&mut a, &[ch('p')]);
         assert!(a.paused);
         press(&mut a, &[ch('p')]);
@@ -179,7 +179,7 @@ mod tests {
         // Any key closes help without acting.
         press(&mut a, &[ch('j')]);
         assert_eq!(a.overlay, Overlay::None);
-        assert_eq!(a.goroutines.selected, 0);
+        assert_eq!(a.goroutines.nav.selected, 0);
 
         press(&mut a, &[key(KeyCode::Enter)]);
         assert_eq!(a.overlay, Overlay::Detail);
@@ -195,18 +195,18 @@ mod tests {
     #[test]
     fn typed_filter_is_applied_once_before_the_next_frame() {
         let mut a = app();
-        let all = a.goroutine_rows().len();
+        let all = a.goroutines.rows().len();
         for k in [ch('/'), ch('d'), ch('e'), ch('e'), ch('p')] {
             handle_key(&mut a, k);
         }
         // Not yet: a burst of keys costs one recomputation, not one per key.
-        assert_eq!(a.goroutine_rows().len(), all);
+        assert_eq!(a.goroutines.rows().len(), all);
         a.prepare();
-        assert_eq!(a.goroutine_rows().len(), 1);
+        assert_eq!(a.goroutines.rows().len(), 1);
         // Any other key sees the current views.
         handle_key(&mut a, ch('x'));
         handle_key(&mut a, key(KeyCode::Enter));
-        assert_eq!(a.goroutine_rows().len(), 0);
+        assert_eq!(a.goroutines.rows().len(), 0);
     }
 
     #[test]

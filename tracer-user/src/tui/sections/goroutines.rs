@@ -10,7 +10,7 @@ use ratatui::{
 use crate::{
     goruntime::GoroutineStatus,
     tui::{
-        app::{App, GoroutineSort, Panel},
+        app::{App, GoroutineSort, Panel, SortOrder as _},
         format::{bar, depth_style, duration, opt_site_short},
         ui::{focused, header_style, panel_block, selected_style, sorted},
     },
@@ -21,27 +21,27 @@ const BAR: usize = 8;
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let focus = focused(app, Panel::Goroutines);
     let height = area.height.saturating_sub(3) as usize; // borders + header row
-    let shown = app.goroutine_rows().len();
-    let range = app.goroutines.visible(shown, height);
+    let shown = app.goroutines.rows().len();
+    let range = app.goroutines.nav.visible(shown, height);
     let Some(snap) = app.snapshot() else { return };
     let total = snap.goroutines.len();
 
     let count = if app.filter.text.is_empty() { format!("{total}") } else { format!("{shown} of {total} match") };
     let position = if shown > height && height > 0 {
-        format!(" · {}/{}", app.goroutines.selected + 1, shown)
+        format!(" · {}/{}", app.goroutines.nav.selected + 1, shown)
     } else {
         String::new()
     };
     let title = Line::from(vec![
         Span::raw(" Goroutines "),
         Span::styled(count, Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(format!(" · sort: {}{position} ", app.goroutine_sort.label())),
+        Span::raw(format!(" · sort: {}{position} ", app.goroutines.sort.label())),
     ]);
 
     let inner_width = area.width.saturating_sub(2);
     let wide = inner_width >= 130;
     let narrow = inner_width < 80;
-    let sort = app.goroutine_sort;
+    let sort = app.goroutines.sort;
     let mut header = vec![Cell::from(sorted("GOID", sort == GoroutineSort::Goid)), Cell::from("STATE")];
     let mut widths = vec![Constraint::Length(7), Constraint::Length(8)];
     if !narrow {
@@ -105,7 +105,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         };
         cells.push(Cell::from(Span::styled(format!("{blocked:>7}"), blocked_style)));
         let mut row_style = if g.system { Style::new().fg(Color::DarkGray) } else { Style::new() };
-        if row == app.goroutines.selected {
+        if row == app.goroutines.nav.selected {
             row_style = row_style.patch(selected_style(focus));
         }
         Some(Row::new(cells).style(row_style))

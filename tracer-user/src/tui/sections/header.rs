@@ -86,7 +86,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     if let Some(snap) = app.snapshot() {
         let t = &snap.totals;
         let st = &app.states;
-        let r = &app.rates;
+        let r = &app.history.rates;
         let leaked_style = if t.goroutines_leaked > 0 {
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
         } else {

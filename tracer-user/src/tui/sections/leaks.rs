@@ -10,7 +10,7 @@ use ratatui::{
 
 use crate::aggregate::model::Verdict;
 use crate::tui::{
-    app::{App, LeakSort, Panel},
+    app::{App, LeakSort, Panel, SortOrder as _},
     format::{duration, opt_site_short},
     ui::{focused, header_style, panel_block, selected_style, sorted},
 };
@@ -18,11 +18,11 @@ use crate::tui::{
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let focus = focused(app, Panel::Leaks);
     let height = area.height.saturating_sub(3) as usize;
-    let shown = app.leak_rows().len();
-    let range = app.leaks.visible(shown, height);
+    let shown = app.leaks.rows().len();
+    let range = app.leaks.nav.visible(shown, height);
     let Some(snap) = app.snapshot() else { return };
     let count = |v: Verdict| -> u64 {
-        app.leak_rows().iter().map(|&i| &snap.leaks[i as usize]).filter(|l| l.verdict == v).map(|l| l.count).sum()
+        app.leaks.rows().iter().map(|&i| &snap.leaks[i as usize]).filter(|l| l.verdict == v).map(|l| l.count).sum()
     };
     let (leaked, stuck) = (count(Verdict::Leaked), count(Verdict::Stuck));
     let count_style = if leaked > 0 { Style::new().fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new() };
@@ -31,9 +31,9 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         Span::styled(format!("{leaked} leaked"), count_style),
         Span::styled(format!(" · {stuck} stuck"), Style::new().fg(Color::Yellow)),
         Span::raw(format!(" in {shown} group{}", if shown == 1 { "" } else { "s" })),
-        Span::raw(format!(" · sort: {} ", app.leak_sort.label())),
+        Span::raw(format!(" · sort: {} ", app.leaks.sort.label())),
     ]);
-    let sort = app.leak_sort;
+    let sort = app.leaks.sort;
     let wide = area.width >= 70;
     let mut header = vec![Cell::from(sorted("COUNT", sort == LeakSort::Count)), Cell::from("VERDICT")];
     let mut widths = vec![Constraint::Length(6), Constraint::Length(13)];
@@ -50,7 +50,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
 
     let rows: Vec<Row<'_>> = range
         .map(|row| {
-            let l = &snap.leaks[app.leak_rows()[row] as usize];
+            let l = &snap.leaks[app.leaks.rows()[row] as usize];
             let (verdict_style, count_style) = match l.verdict {
                 Verdict::Leaked => {
                     (Style::new().fg(Color::Red).add_modifier(Modifier::BOLD), Style::new().fg(Color::Red))
@@ -70,7 +70,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 Cell::from(opt_site_short(&l.created_by)),
                 Cell::from(format!("{:>7}", duration(l.oldest_blocked_s))),
             ]);
-            let style = if row == app.leaks.selected { selected_style(focus) } else { Style::new() };
+            let style = if row == app.leaks.nav.selected { selected_style(focus) } else { Style::new() };
             Row::new(cells).style(style)
         })
         .collect();

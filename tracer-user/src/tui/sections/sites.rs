@@ -8,7 +8,7 @@ use ratatui::{
 };
 
 use crate::tui::{
-    app::{App, Panel, SiteSort},
+    app::{App, Panel, SiteSort, SortOrder as _},
     format::{compact, depth_style, rate, site_short},
     ui::{focused, header_style, panel_block, selected_style, sorted},
 };
@@ -16,15 +16,15 @@ use crate::tui::{
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let focus = focused(app, Panel::Sites);
     let height = area.height.saturating_sub(3) as usize;
-    let shown = app.site_rows().len();
-    let range = app.sites.visible(shown, height);
+    let shown = app.sites.rows().len();
+    let range = app.sites.nav.visible(shown, height);
     let Some(snap) = app.snapshot() else { return };
     let title = Line::from(vec![
         Span::raw(" Defer sites "),
         Span::styled(shown.to_string(), Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(format!(" · sort: {} ", app.site_sort.label())),
+        Span::raw(format!(" · sort: {} ", app.sites.sort.label())),
     ]);
-    let sort = app.site_sort;
+    let sort = app.sites.sort;
     let header = Row::new(vec![
         Cell::from(sorted("  LIVE", sort == SiteSort::Live)),
         Cell::from(sorted("PUSH/S", sort == SiteSort::PushRate)),
@@ -35,12 +35,12 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let widths = [Constraint::Length(7), Constraint::Length(7), Constraint::Length(7), Constraint::Fill(1)];
     let rows: Vec<Row<'_>> = range
         .map(|row| {
-            let i = app.site_rows()[row] as usize;
+            let i = app.sites.rows()[row] as usize;
             let s = &snap.defer_sites[i];
-            let style = if row == app.sites.selected { selected_style(focus) } else { Style::new() };
+            let style = if row == app.sites.nav.selected { selected_style(focus) } else { Style::new() };
             Row::new(vec![
                 Cell::from(Span::styled(format!("{:>6}", s.live), depth_style(s.live))),
-                Cell::from(format!("{:>6}", rate(app.site_rate(i)))),
+                Cell::from(format!("{:>6}", rate(app.history.site_rate(i)))),
                 Cell::from(format!("{:>6}", compact(s.pushed as f64))),
                 Cell::from(site_short(&s.site)),
             ])
