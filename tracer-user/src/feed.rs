@@ -67,18 +67,18 @@ impl SnapshotFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures;
+    use crate::test_support;
 
     #[test]
     fn delivers_the_newest_then_the_end() {
         let (publisher, mut feed) = channel();
         assert!(feed.next_unseen().is_none());
-        publisher.publish(fixtures::snapshot_at(1.0, 1));
-        publisher.publish(fixtures::snapshot_at(2.0, 2));
+        publisher.publish(test_support::snapshot_at(1.0, 1));
+        publisher.publish(test_support::snapshot_at(2.0, 2));
         assert_eq!(feed.next_unseen().expect("snapshot").trace_uptime_s, 2.0);
         assert!(feed.next_unseen().is_none());
         assert_eq!(feed.latest().expect("latest").trace_uptime_s, 2.0, "latest is there even when seen");
-        let mut last = fixtures::snapshot_at(3.0, 3);
+        let mut last = test_support::snapshot_at(3.0, 3);
         last.target_exited = true;
         publisher.publish(last);
         drop(publisher);
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn closed_after_everything_was_seen() {
         let (publisher, mut feed) = channel();
-        publisher.publish(fixtures::snapshot());
+        publisher.publish(test_support::snapshot());
         assert!(feed.next_unseen().is_some());
         drop(publisher);
         assert!(feed.next_unseen().is_none());

@@ -20,4 +20,6 @@ pub(crate) mod probes;
 pub(crate) mod process;
 pub mod session;
 pub(crate) mod symbols;
+#[cfg(test)]
+mod test_support;
 pub(crate) mod tui;

@@ -12,50 +12,11 @@ pub(crate) fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::model::{GoroutineView, Mode, Overhead, ProbeHits, ProbeState, Site, Totals};
+    use crate::test_support;
 
     #[test]
     fn schema_names_are_stable() {
-        let snapshot = Snapshot {
-            time: "2026-11-22T00:00:00Z".into(),
-            pid: 7,
-            exe: "demo".into(),
-            go_version: "go1.24.11".into(),
-            arch: "x86_64".into(),
-            probes: vec!["runtime.deferproc".into()],
-            totals: Totals::default(),
-            goroutines: vec![GoroutineView {
-                goid: 1,
-                state: crate::goruntime::GoroutineStatus::Waiting,
-                wait_reason: Some("chan receive".into()),
-                defer_depth: 3,
-                max_defer_depth: 10,
-                top_defer_site: Some(Site::new("main.work", "/a/main.go", 42)),
-                depth_exact: true,
-                ..Default::default()
-            }],
-            defer_sites: vec![],
-            leaks: vec![crate::aggregate::model::LeakGroup {
-                verdict: crate::aggregate::model::Verdict::Leaked,
-                created_by: None,
-                blocked_at: None,
-                wait_reason: "chan send".into(),
-                count: 300,
-                oldest_blocked_s: 61.2,
-                sample_goids: vec![20],
-                growing: false,
-                growth_per_min: 0.0,
-            }],
-            leak_scan: Some(crate::aggregate::model::LeakScanView::default()),
-            leak_after_s: 30.0,
-            probe_hits: vec![ProbeHits { function: "runtime.deferproc".into(), hits: 3, state: ProbeState::Detached }],
-            trace_uptime_s: 1.0,
-            memory_read_s: 0.01,
-            target_exited: false,
-            mode: Mode::Sampled,
-            overhead: Some(Overhead::default()),
-            estimated: vec!["defers_pushed".into()],
-        };
+        let snapshot = test_support::one_goroutine();
         let mut buf = Vec::new();
         write_line(&mut buf, &snapshot).expect("write");
         let text = String::from_utf8(buf).expect("utf8");

@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn renders_goroutines_sites_and_leaks() {
-        insta::assert_snapshot!(render(&crate::tui::fixtures::snapshot(), 8));
+        insta::assert_snapshot!(render(&crate::test_support::snapshot(), 8));
     }
 
     #[test]

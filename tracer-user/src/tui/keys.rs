@@ -78,9 +78,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::tui::{
-        app::{GoroutineSort, Panel},
-        fixtures,
+    use crate::{
+        test_support,
+        tui::app::{GoroutineSort, Panel},
     };
 
     fn key(code: KeyCode) -> KeyEvent {
@@ -92,8 +92,8 @@ mod tests {
     }
 
     fn app() -> App {
-        let mut app = App::new(fixtures::settings());
-        app.on_snapshot(Arc::new(fixtures::snapshot()));
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::snapshot()));
         app
     }
 

@@ -21,10 +21,6 @@ pub mod sections;
 pub mod terminal;
 pub mod ui;
 
-/// Deterministic snapshots, shared with the other outputs' tests.
-#[cfg(test)]
-pub(crate) mod fixtures;
-
 use app::{App, Settings};
 use event::{Event, Events, POLL};
 use keys::{Action, handle_key};

@@ -172,13 +172,16 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::tui::{app::Panel, fixtures, keys::handle_key};
+    use crate::{
+        test_support,
+        tui::{app::Panel, keys::handle_key},
+    };
     use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     fn app() -> App {
-        let mut app = App::new(fixtures::settings());
-        app.on_snapshot(Arc::new(fixtures::snapshot_at(1.0, 2000)));
-        app.on_snapshot(Arc::new(fixtures::snapshot_at(2.0, 4000)));
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::snapshot_at(1.0, 2000)));
+        app.on_snapshot(Arc::new(test_support::snapshot_at(2.0, 4000)));
         app
     }
 
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn waiting_for_first_snapshot() {
-        let mut app = App::new(fixtures::settings());
+        let mut app = App::new(test_support::settings());
         insta::assert_snapshot!(screen(&mut app, 100, 12).backend());
     }
 
@@ -257,7 +260,7 @@ mod tests {
         let mut app = app();
         keys(&mut app, "p\tj");
         assert_eq!(app.focus, Panel::Leaks);
-        let mut last = fixtures::snapshot_at(2.5, 4500);
+        let mut last = test_support::snapshot_at(2.5, 4500);
         last.target_exited = true;
         app.on_snapshot(Arc::new(last));
         insta::assert_snapshot!(screen(&mut app, 100, 30).backend());
@@ -265,8 +268,8 @@ mod tests {
 
     #[test]
     fn no_leaks_yet_and_lost_events() {
-        let mut app = App::new(fixtures::settings());
-        let mut s = fixtures::snapshot();
+        let mut app = App::new(test_support::settings());
+        let mut s = test_support::snapshot();
         s.leaks.clear();
         s.totals.goroutines_leaked = 0;
         s.totals.events_lost = 1234;
@@ -294,8 +297,8 @@ mod tests {
 
     #[test]
     fn renders_100k_goroutines_quickly() {
-        let mut app = App::new(fixtures::settings());
-        app.on_snapshot(Arc::new(fixtures::many(100_000)));
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::many(100_000)));
         let mut terminal = Terminal::new(TestBackend::new(160, 45)).expect("terminal");
         let t = std::time::Instant::now();
         for _ in 0..20 {

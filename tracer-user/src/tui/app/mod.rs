@@ -387,20 +387,20 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tui::fixtures;
+    use crate::test_support;
 
     fn app_with(s: Snapshot) -> App {
-        let mut app = App::new(fixtures::settings());
+        let mut app = App::new(test_support::settings());
         app.on_snapshot(Arc::new(s));
         app
     }
 
     #[test]
     fn rates_come_from_successive_snapshots() {
-        let mut app = App::new(fixtures::settings());
-        app.on_snapshot(Arc::new(fixtures::snapshot_at(1.0, 1000)));
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::snapshot_at(1.0, 1000)));
         assert_eq!(app.history.rates.pushes_per_s, None);
-        app.on_snapshot(Arc::new(fixtures::snapshot_at(3.0, 5000)));
+        app.on_snapshot(Arc::new(test_support::snapshot_at(3.0, 5000)));
         assert_eq!(app.history.rates.pushes_per_s, Some(2000.0));
         assert_eq!(app.history.pushes_per_s.latest(), Some(2000));
         assert_eq!(app.history.live_records.len(), 2);
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn filter_narrows_every_panel_and_esc_clears() {
-        let mut app = app_with(fixtures::snapshot());
+        let mut app = app_with(test_support::snapshot());
         let all = app.goroutines.rows().len();
         app.set_filter("deepWorker".into());
         assert_eq!(app.goroutines.rows().len(), 1);
@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn sort_cycles_and_selection_follows_the_goroutine() {
-        let mut app = app_with(fixtures::snapshot());
+        let mut app = app_with(test_support::snapshot());
         app.move_by(2);
         let goid = app.selected_goroutine().expect("g").goid;
         app.cycle_sort();
@@ -440,21 +440,21 @@ mod tests {
         let goids: Vec<u64> = (0..app.goroutines.rows().len()).map(|i| app.goroutine_at(i).expect("g").goid).collect();
         assert!(goids.windows(2).all(|w| w[0] < w[1]));
         // A new snapshot keeps the cursor on the same goroutine.
-        app.on_snapshot(Arc::new(fixtures::snapshot()));
+        app.on_snapshot(Arc::new(test_support::snapshot()));
         assert_eq!(app.selected_goroutine().expect("g").goid, goid);
     }
 
     #[test]
     fn pause_holds_snapshots_until_resumed() {
-        let mut app = app_with(fixtures::snapshot_at(1.0, 100));
+        let mut app = app_with(test_support::snapshot_at(1.0, 100));
         app.toggle_pause();
-        app.on_snapshot(Arc::new(fixtures::snapshot_at(2.0, 200)));
+        app.on_snapshot(Arc::new(test_support::snapshot_at(2.0, 200)));
         assert_eq!(app.snapshot().expect("s").trace_uptime_s, 1.0);
         app.toggle_pause();
         assert_eq!(app.snapshot().expect("s").trace_uptime_s, 2.0);
         // The last snapshot of an exited target shows even while paused.
         app.toggle_pause();
-        let mut last = fixtures::snapshot_at(3.0, 300);
+        let mut last = test_support::snapshot_at(3.0, 300);
         last.target_exited = true;
         app.on_snapshot(Arc::new(last));
         assert!(app.snapshot().expect("s").target_exited);
@@ -462,14 +462,14 @@ mod tests {
 
     #[test]
     fn detail_of_goroutine_and_leak_group() {
-        let mut app = app_with(fixtures::snapshot());
+        let mut app = app_with(test_support::snapshot());
         app.open_selected();
         assert_eq!(app.overlay, Overlay::Detail);
         let d = app.detail.as_ref().expect("detail");
         assert_eq!(d.subject, DetailSubject::Goroutine(18));
         assert_eq!(d.goroutine.as_ref().expect("g").defer_depth, 2500);
         // The goroutine exits: the view keeps the last data and says so.
-        let mut s = fixtures::snapshot();
+        let mut s = test_support::snapshot();
         s.goroutines.retain(|g| g.goid != 18);
         app.on_snapshot(Arc::new(s));
         assert!(app.detail.as_ref().expect("detail").gone);
@@ -484,7 +484,7 @@ mod tests {
 
     #[test]
     fn enter_on_a_site_filters_goroutines() {
-        let mut app = app_with(fixtures::snapshot());
+        let mut app = app_with(test_support::snapshot());
         app.focus = Panel::Sites;
         app.open_selected();
         assert_eq!(app.overlay, Overlay::None);
@@ -495,8 +495,8 @@ mod tests {
 
     #[test]
     fn scales_to_100k_goroutines() {
-        let s = Arc::new(fixtures::many(100_000));
-        let mut app = App::new(fixtures::settings());
+        let s = Arc::new(test_support::many(100_000));
+        let mut app = App::new(test_support::settings());
         let t = std::time::Instant::now();
         app.on_snapshot(s.clone());
         app.on_snapshot(s);

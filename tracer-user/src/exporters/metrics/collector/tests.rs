@@ -1,105 +1,16 @@
-//! The exposition of fixture snapshots, through the crate's text encoder.
+//! The exposition of fixture snapshots (`test_support`), through the crate's
+//! text encoder.
 #![allow(clippy::unwrap_used)]
 
 use prometheus_client::registry::Registry;
 
 use crate::{
-    aggregate::model::{
-        DeferSiteView, GoroutineView, LeakGroup, Mode, Overhead, ProbeHits, ProbeState, Site, Snapshot, Totals, Verdict,
-    },
+    aggregate::model::Snapshot,
     exporters::metrics::{registry, render},
     feed::{self, FeedPublisher},
     goruntime::GoroutineStatus,
+    test_support::{app_leak as leak, app_site as site, exporter_snapshot as fixture},
 };
-
-fn goroutine(goid: u64, state: GoroutineStatus, depth: u64, system: bool) -> GoroutineView {
-    GoroutineView {
-        goid,
-        state,
-        wait_reason: (state == GoroutineStatus::Waiting).then(|| "chan receive".to_owned()),
-        defer_depth: depth,
-        max_defer_depth: depth,
-        system,
-        depth_exact: true,
-        ..Default::default()
-    }
-}
-
-fn site(function: &str, line: u32, pushed: u64, live: u64) -> DeferSiteView {
-    DeferSiteView { site: Site::new(function, "/src/app/main.go", line), pushed, live }
-}
-
-fn leak(wait_reason: &str, created_line: Option<u32>, blocked_line: u32, count: u64) -> LeakGroup {
-    LeakGroup {
-        verdict: Verdict::Leaked,
-        created_by: created_line.map(|l| Site::new("main.main", "/src/app/main.go", l)),
-        blocked_at: Some(Site::new("main.worker", "/src/app/main.go", blocked_line)),
-        wait_reason: wait_reason.to_owned(),
-        count,
-        oldest_blocked_s: 12.5,
-        sample_goids: vec![],
-        growing: false,
-        growth_per_min: 0.0,
-    }
-}
-
-fn fixture() -> Snapshot {
-    Snapshot {
-        time: "2025-01-01T00:00:00Z".into(),
-        pid: 4242,
-        exe: "server".into(),
-        go_version: "go1.24.11".into(),
-        arch: "x86_64".into(),
-        probes: vec!["runtime.deferproc".into(), "runtime.popDefer".into()],
-        totals: Totals {
-            defers_pushed: 1500,
-            defers_popped: 300,
-            defer_records_live: 1203,
-            goroutines_created: 40,
-            goroutines_exited: 5,
-            goroutines_live: 3,
-            goroutines_total: 4,
-            events: 1845,
-            events_lost: 2,
-            goroutines_leaked: 36,
-            goroutines_stuck: 0,
-            unmatched_pops: 0,
-        },
-        goroutines: vec![
-            goroutine(7, GoroutineStatus::Waiting, 1200, false),
-            goroutine(8, GoroutineStatus::Waiting, 3, false),
-            goroutine(1, GoroutineStatus::Running, 0, false),
-            goroutine(2, GoroutineStatus::Waiting, 0, true),
-        ],
-        defer_sites: vec![
-            site("main.deep", 10, 1200, 1200),
-            site("main.handler", 20, 290, 3),
-            site("main.rare", 30, 10, 0),
-        ],
-        leaks: vec![
-            leak("chan receive", Some(50), 60, 25),
-            leak("chan send", Some(51), 61, 10),
-            leak("select", None, 62, 1),
-        ],
-        leak_scan: None,
-        leak_after_s: 1.0,
-        probe_hits: vec![
-            ProbeHits { function: "runtime.deferproc".into(), hits: 1500, state: ProbeState::Attached },
-            ProbeHits { function: "runtime.popDefer".into(), hits: 300, state: ProbeState::Detached },
-        ],
-        trace_uptime_s: 3.0,
-        memory_read_s: 0.25,
-        target_exited: false,
-        mode: Mode::Sampled,
-        overhead: Some(Overhead {
-            budget_ratio: Some(0.01),
-            estimate_ratio: 0.004,
-            cost_per_hit_ns: 2000.0,
-            switches: 1,
-        }),
-        estimated: vec!["defers_popped".into()],
-    }
-}
 
 /// A registry fed by a snapshot feed, like the server's.
 fn setup(snapshot: Snapshot, top: usize) -> (FeedPublisher, Registry) {
