@@ -297,7 +297,12 @@ pub fn exporter_snapshot() -> Snapshot {
         memory_read_s: 0.25,
         target_exited: false,
         mode: Mode::Sampled,
-        overhead: Some(Overhead { budget_ratio: Some(0.01), estimate_ratio: 0.004, cost_per_hit_ns: 2000.0, switches: 1 }),
+        overhead: Some(Overhead {
+            budget_ratio: Some(0.01),
+            estimate_ratio: 0.004,
+            cost_per_hit_ns: 2000.0,
+            switches: 1,
+        }),
         estimated: vec!["defers_popped".into()],
         ..empty("server")
     }
