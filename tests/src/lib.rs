@@ -28,8 +28,14 @@ pub mod tmux;
 /// probes cost ~10 µs a hit in these VMs and CI machines are slow.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The checkout the tests read their Go sources from: `DEFERSCOPE_WORKSPACE`
+/// if set (the arm64 VM test runs these binaries in a guest that holds a copy
+/// of `tests/go/` only), else the one they were built in.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+    match std::env::var_os("DEFERSCOPE_WORKSPACE").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned(),
+    }
 }
 
 /// Fails the test unless it runs as root.
@@ -88,6 +94,10 @@ pub fn deferscope_bin() -> anyhow::Result<PathBuf> {
 
 /// Builds the Go program in `tests/go/<name>` with `toolchain`, returning the
 /// binary path. `extra` goes to `go build` (e.g. `-buildmode=pie`).
+///
+/// With `DEFERSCOPE_GO_PREBUILT=DIR` nothing is built: the binary must already
+/// be at [`go_program_path`]`(DIR, ..)` (how the arm64 VM test ships programs
+/// cross-built on the host; see `xtask/src/vm/`).
 pub fn build_go(name: &str, toolchain: &Toolchain, extra: &[&str]) -> anyhow::Result<PathBuf> {
     build_go_env(name, toolchain, extra, &[])
 }
@@ -100,37 +110,60 @@ pub fn build_go_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("DEFERSCOPE_GO_PREBUILT") {
+        let out = go_program_path(Path::new(&dir), name, &toolchain.full, extra, env);
+        if !out.is_file() {
+            bail!("tests/go/{name} ({} {extra:?}) was not prebuilt: {} is missing", toolchain.full, out.display());
+        }
+        return Ok(out);
+    }
     let root = workspace_root();
-    let src = root.join("tests/go").join(name);
+    let out = go_program_path(&root.join("target/integration-go"), name, &toolchain.full, extra, env);
+    let cache =
+        std::env::var_os("DEFERSCOPE_GO_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join("target/gocache"));
+    let mut go = Command::new(&toolchain.go);
+    go.env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache)
+        .env("GOPATH", root.join("target/gopath"))
+        .env("CGO_ENABLED", "0")
+        .envs(env.iter().copied());
+    go_build_args(&mut go, &root, name, extra, &out)?;
+    let status = go.status().with_context(|| format!("running {}", toolchain.go.display()))?;
+    if !status.success() {
+        bail!("building tests/go/{name} with {} failed: {status}", toolchain.full);
+    }
+    Ok(out)
+}
+
+/// Where [`build_go`] puts (or finds) `tests/go/<name>` built by Go
+/// `toolchain_full` (`go1.24.11`) with `extra` flags and `env` (whose values
+/// name it too), under `dir`.
+pub fn go_program_path(
+    dir: &Path,
+    name: &str,
+    toolchain_full: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> PathBuf {
     let words: Vec<&str> = extra.iter().copied().chain(env.iter().map(|(_, v)| *v)).collect();
     let tag = if words.is_empty() {
         String::new()
     } else {
         format!("-{}", words.join("").replace(['-', '=', ' ', '/', ','], ""))
     };
-    let out_dir = root.join("target/integration-go").join(format!("{}{tag}", toolchain.full));
-    std::fs::create_dir_all(&out_dir)?;
-    let out = out_dir.join(name);
-    let cache =
-        std::env::var_os("DEFERSCOPE_GO_CACHE").map(PathBuf::from).unwrap_or_else(|| root.join("target/gocache"));
-    let status = Command::new(&toolchain.go)
-        .current_dir(&src)
-        .args(["build", "-o"])
-        .arg(&out)
-        .args(extra)
-        .arg(".")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", cache)
-        .env("GOPATH", root.join("target/gopath"))
-        .env("CGO_ENABLED", "0")
-        .envs(env.iter().copied())
-        .status()
-        .with_context(|| format!("running {}", toolchain.go.display()))?;
-    if !status.success() {
-        bail!("building tests/go/{name} with {} failed: {status}", toolchain.full);
+    dir.join(format!("{toolchain_full}{tag}")).join(name)
+}
+
+/// Makes `go` (a `go` command with its environment set) build
+/// `<workspace>/tests/go/<name>` with `extra` flags into `out`, creating
+/// `out`'s directory.
+pub fn go_build_args(go: &mut Command, workspace: &Path, name: &str, extra: &[&str], out: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    Ok(out)
+    go.current_dir(workspace.join("tests/go").join(name)).args(["build", "-o"]).arg(out).args(extra).arg(".");
+    Ok(())
 }
 
 /// Line number of the line of `tests/go/<name>/main.go` holding `marker`
@@ -284,6 +317,29 @@ impl Tracer {
         }
     }
 
+    /// Reads the next `count` snapshots, failing at the first one that
+    /// `check` rejects (or if they do not come in time); returns the last.
+    pub fn expect_every(
+        &mut self,
+        count: usize,
+        what: &str,
+        mut check: impl FnMut(&Value) -> Result<(), String>,
+    ) -> anyhow::Result<Value> {
+        let mut last = None;
+        for i in 1..=count {
+            let mut verdict = Ok(());
+            let snapshot = self.wait_for(what, |s| {
+                verdict = check(s);
+                Ok(())
+            })?;
+            if let Err(e) = verdict {
+                bail!("{what}: snapshot {i} of {count}: {e}");
+            }
+            last = Some(snapshot);
+        }
+        last.context("no snapshot requested")
+    }
+
     /// Waits for deferscope to exit on its own; returns its status and the
     /// snapshots it printed last.
     pub fn wait_exit(&mut self) -> anyhow::Result<(std::process::ExitStatus, Vec<Value>)> {
@@ -332,6 +388,23 @@ pub fn expect_depth(snapshot: &Value, goid: u64, depth: u64) -> Result<(), Strin
         None => Err(format!("goroutine {goid} missing")),
         Some(g) if g["defer_depth"] == depth => Ok(()),
         Some(g) => Err(format!("goroutine {goid} has depth {} (want {depth}): {g}", g["defer_depth"])),
+    }
+}
+
+/// Checks that goroutine `goid` has between `low` and `high` defer records.
+pub fn expect_depth_within(snapshot: &Value, goid: u64, low: u64, high: u64) -> Result<(), String> {
+    let g = goroutine(snapshot, goid).ok_or(format!("goroutine {goid} missing"))?;
+    match g["defer_depth"].as_u64() {
+        Some(d) if (low..=high).contains(&d) => Ok(()),
+        _ => Err(format!("goroutine {goid} has depth {} (want {low}..={high}): {g}", g["defer_depth"])),
+    }
+}
+
+/// Checks that deferscope counts goroutines as `runtime.NumGoroutine()` did.
+pub fn expect_goroutines_live(snapshot: &Value, num_goroutine: u64) -> Result<(), String> {
+    match &snapshot["totals"]["goroutines_live"] {
+        live if *live == num_goroutine => Ok(()),
+        live => Err(format!("goroutines_live {live} != runtime.NumGoroutine() {num_goroutine}")),
     }
 }
 

@@ -88,12 +88,7 @@ fn check_defers(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result
             expect_depth(s, stack, stack_depth)?;
             check_top_site(s, heap, heap_line, "main.heapWorker")?;
             check_top_site(s, stack, stack_top_line, "main.stackRec")?;
-            if s["totals"]["goroutines_live"] != num_goroutine {
-                return Err(format!(
-                    "goroutines_live {} != runtime.NumGoroutine() {num_goroutine}",
-                    s["totals"]["goroutines_live"]
-                ));
-            }
+            expect_goroutines_live(s, num_goroutine)?;
             Ok(())
         })?;
         assert_eq!(first["pid"], program.pid);

@@ -91,12 +91,7 @@ fn stuck_goroutines_are_grouped_exactly_and_healthy_ones_are_not() {
             if !s["leak_scan"].is_null() {
                 return Err(format!("leak_scan {} with --leak-scan off", s["leak_scan"]));
             }
-            if s["totals"]["goroutines_live"] != num_goroutine {
-                return Err(format!(
-                    "goroutines_live {} != runtime.NumGoroutine() {num_goroutine}",
-                    s["totals"]["goroutines_live"]
-                ));
-            }
+            expect_goroutines_live(s, num_goroutine)?;
             // Each leaked goroutine is marked, with its own sites.
             for &goid in senders.iter().chain(&receivers).chain(&lockers) {
                 let g = goroutine(s, goid).ok_or(format!("goroutine {goid} missing"))?;
