@@ -1,0 +1,58 @@
+//! Goroutines that push and pop defer records without pause from before
+//! deferscope attaches, while it attaches, and after (issue 12: on arm64, where
+//! attaching takes about a second, such a goroutine was reported at a
+//! constant depth of ~390 instead of 0–1). They never park while they spin,
+//! so no memory read of them is ever taken at rest: every snapshot must still
+//! show each at its base depth or one above, as the program says.
+use deferscope_integration::*;
+use serde_json::Value;
+
+fn as_u64(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn goroutines_deferring_while_deferscope_attaches_keep_exact_depths() {
+    if !require_root("goroutines_deferring_while_deferscope_attaches_keep_exact_depths") {
+        return;
+    }
+    let spin_line = marker_line("spin", "SITE:spin");
+    for_each_toolchain("busy during attach", |tc| {
+        let binary = build_go("spin", tc, &[])?;
+        let mut program = GoProgram::start(&binary)?;
+        let ready = program.expect("ready")?;
+        assert_eq!(ready["go"], tc.full, "the program runs the toolchain under test");
+        let (spin, spin_depth) = (as_u64(&ready["spin_goid"]), as_u64(&ready["spin_depth"]));
+        let (deep, deep_depth) = (as_u64(&ready["deep_goid"]), as_u64(&ready["deep_depth"]));
+        let num_goroutine = as_u64(&ready["num_goroutine"]);
+
+        let mut tracer = Tracer::attach(program.pid, &[])?;
+        tracer.expect_every(10, "depths while spinning", |s| {
+            expect_depth_within(s, spin, spin_depth, spin_depth + 1)?;
+            expect_depth_within(s, deep, deep_depth, deep_depth + 1)?;
+            expect_goroutines_live(s, num_goroutine)
+        })?;
+        let last = tracer.last.clone().unwrap_or_default();
+        match site(&last, spin_line) {
+            Some(s) if s["pushed"].as_u64().is_some_and(|p| p > 0) => {}
+            other => anyhow::bail!("no pushes counted at main.go:{spin_line} while spinning: {other:?}"),
+        }
+
+        // Stopped and parked, each is at its base depth exactly.
+        let stopped = program.command("stop", "stop")?;
+        assert_eq!(stopped["parked"].as_array().map(Vec::len), Some(2));
+        tracer.wait_for("parked at their base depths", |s| {
+            expect_depth(s, spin, spin_depth)?;
+            expect_depth(s, deep, deep_depth)
+        })?;
+
+        program.command("quit", "quit")?;
+        program.wait_exit()?;
+        let (status, rest) = tracer.wait_exit()?;
+        assert!(status.success(), "deferscope exit status {status}");
+        let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
+        assert_eq!(last["target_exited"], true);
+        assert_eq!(last["totals"]["events_lost"], 0);
+        Ok(())
+    });
+}
