@@ -81,3 +81,64 @@ pub fn ensure(packages: &[&str]) -> Result<()> {
             .args(&missing),
     )
 }
+
+/// Makes dpkg accept packages of a foreign architecture (`arm64`), then
+/// refreshes the package lists so they include it. Idempotent.
+pub fn ensure_foreign_architecture(arch: &str) -> Result<()> {
+    let foreign = cmd::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if foreign.split_whitespace().any(|a| a == arch) {
+        note(format_args!("dpkg: foreign architecture {arch} present"));
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        bail!(
+            "dpkg does not know the {arch} architecture; adding it needs root: run \
+             `sudo dpkg --add-architecture {arch} && sudo apt-get update`, then re-run"
+        );
+    }
+    step(format_args!("adding the {arch} architecture to dpkg ..."));
+    cmd::run(Command::new("dpkg").args(["--add-architecture", arch]))?;
+    update()
+}
+
+/// Downloads (without installing) the `.deb` of each package into `dir`
+/// with `apt-get download`, after one `apt-get update` if apt does not know
+/// a package yet.
+pub fn download(packages: &[&str], dir: &std::path::Path) -> Result<()> {
+    for package in packages {
+        if !is_available(package)? {
+            bail!("apt knows no installable {package}: is the Debian archive in the apt sources?");
+        }
+    }
+    step(format_args!("downloading {} into {} ...", packages.join(" "), dir.display()));
+    std::fs::create_dir_all(dir)?;
+    cmd::run(Command::new("apt-get").current_dir(dir).args(["download", "-q"]).args(packages))
+}
+
+/// The first package `package` depends on whose name starts with `prefix`
+/// (e.g. the versioned kernel image behind the `linux-image-arm64:arm64`
+/// metapackage), from `apt-cache depends`.
+pub fn dependency_with_prefix(package: &str, prefix: &str) -> Result<Option<String>> {
+    let out = cmd::output(Command::new("apt-cache").args(["depends", package]))?;
+    Ok(parse_dependency(&out, prefix))
+}
+
+fn parse_dependency(apt_cache_depends: &str, prefix: &str) -> Option<String> {
+    apt_cache_depends.lines().find_map(|l| {
+        let name = l.trim().strip_prefix("Depends:")?.trim();
+        let name = name.split(':').next().unwrap_or(name);
+        name.starts_with(prefix).then(|| name.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_versioned_dependency() {
+        let out = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-56-arm64:arm64\n";
+        assert_eq!(parse_dependency(out, "linux-image-6").as_deref(), Some("linux-image-6.1.0-56-arm64"));
+        assert_eq!(parse_dependency(out, "linux-headers"), None);
+    }
+}

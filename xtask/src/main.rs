@@ -22,6 +22,7 @@ mod signals;
 mod summary;
 mod test;
 mod toolchains;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -84,6 +85,16 @@ enum Task {
         /// Only this target (go_binary, elf, buildinfo, pclntab, dwarf, memory_scan).
         target: Option<String>,
     },
+    /// Setup, then cross-build deferscope, the integration tests and their Go
+    /// programs for another architecture and run them in a qemu VM.
+    VmTest {
+        /// The VM's architecture.
+        #[arg(long, value_enum, default_value = "aarch64")]
+        arch: vm::VmArch,
+        /// Only the scenarios whose test name contains one of these.
+        #[arg(last = true, value_name = "FILTERS")]
+        filters: Vec<String>,
+    },
 }
 
 fn main() {
@@ -120,6 +131,13 @@ fn run(task: Task) -> Result<i32> {
         Task::Bench => bench::run(&root)?,
         Task::Fuzz { seconds, refresh_seeds, sanitizer, target } => {
             return fuzz::run(&root, &fuzz::FuzzArgs { seconds, target, refresh_seeds, sanitizer });
+        }
+        Task::VmTest { arch, filters } => {
+            let setup = setup::run(&root)?;
+            return Ok(match vm::run(&root, arch, &setup.toolchains, &filters)? {
+                vm::Outcome::Ran { failed, .. } if failed > 0 => 1,
+                _ => 0,
+            });
         }
     }
     Ok(0)
