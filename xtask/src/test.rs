@@ -1,5 +1,6 @@
 //! `cargo xtask test`: setup, release build, Go parser fixtures, the unit
-//! tests, the (root-needing, serial) integration tests, then `lint`.
+//! tests, the (root-needing, serial) integration tests, the same tests in an
+//! arm64 VM (`vm-test`), then `lint`.
 use std::{ffi::OsString, path::Path, process::Command};
 
 use anyhow::{Result, anyhow};
@@ -10,6 +11,7 @@ use crate::{
     fixtures, lint, paths, setup,
     summary::Summary,
     toolchains::{self, GoToolchain},
+    vm,
 };
 
 /// The integration-test package: its tests share kernel state, so they run
@@ -60,6 +62,7 @@ pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
         cargo.args(["-p", INTEGRATION_PACKAGE, "--", "--test-threads=1", INCLUDE_IGNORED]).args(filters);
         cmd::run(&mut cargo)
     });
+    summary.record("VM test (aarch64)", || vm::check(workspace_root, vm::VmArch::Aarch64, &toolchains, filters));
     lint::run(workspace_root, &mut summary);
     summary.finish()
 }
