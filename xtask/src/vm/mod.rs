@@ -60,6 +60,14 @@ impl VmArch {
             VmArch::Aarch64 => "aarch64",
         }
     }
+    /// The dynamic loader (path in the guest, where the cross C library
+    /// has it on the host) that PIE Go programs name as their interpreter,
+    /// even without cgo.
+    fn dynamic_loader(self) -> (&'static str, &'static str) {
+        match self {
+            VmArch::Aarch64 => ("lib/ld-linux-aarch64.so.1", "/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"),
+        }
+    }
 }
 
 /// One integration test run in the VM, and the Go programs (name, `go
@@ -194,7 +202,8 @@ fn run_inner(
         }
     }
     let initrd = dir.join("initramfs.cpio");
-    let size = pack(workspace_root, &built, &assets, (&go_dir, &programs), &specs, &scenarios, &initrd)?;
+    let payload = Payload { built: &built, assets: &assets, go_dir: &go_dir, programs: &programs, specs: &specs };
+    let size = pack(workspace_root, arch, &payload, &scenarios, &initrd)?;
     note(format_args!("{} ({:.1} MB, {} scenarios)", initrd.display(), size as f64 / 1e6, names.len()));
     note(format_args!("prepared in {:.0}s", started.elapsed().as_secs_f64()));
 
@@ -289,7 +298,7 @@ fn cross_build(workspace_root: &Path, arch: VmArch, dir: &Path, specs: &[&TestSp
     }
 
     let mut test = cross_cargo(workspace_root, arch, dir, &["test", "--no-run", "-p", "deferscope-integration"]);
-    for spec in specs {
+    for spec in specs.iter() {
         test.args(["--test", spec.binary]);
     }
     test.arg("--message-format=json-render-diagnostics");
@@ -308,7 +317,7 @@ fn cross_build(workspace_root: &Path, arch: VmArch, dir: &Path, specs: &[&TestSp
             tests.push((name.to_owned(), PathBuf::from(exe)));
         }
     }
-    for spec in specs {
+    for spec in specs.iter() {
         if !tests.iter().any(|(n, _)| n == spec.binary) {
             bail!("cargo built no test binary {}", spec.binary);
         }
@@ -316,17 +325,20 @@ fn cross_build(workspace_root: &Path, arch: VmArch, dir: &Path, specs: &[&TestSp
     Ok(Built { deferscope, tests })
 }
 
+/// What goes into the initramfs besides busybox and `/init`.
+struct Payload<'a> {
+    built: &'a Built,
+    assets: &'a assets::Assets,
+    /// The Go programs, under `go_dir`.
+    go_dir: &'a Path,
+    programs: &'a [PathBuf],
+    specs: &'a [&'a TestSpec],
+}
+
 /// Writes the initramfs; returns its size.
-fn pack(
-    workspace_root: &Path,
-    built: &Built,
-    assets: &assets::Assets,
-    (go_dir, programs): (&Path, &[PathBuf]),
-    specs: &[&TestSpec],
-    scenarios: &str,
-    out: &Path,
-) -> Result<u64> {
+fn pack(workspace_root: &Path, arch: VmArch, payload: &Payload<'_>, scenarios: &str, out: &Path) -> Result<u64> {
     step("packing the initramfs ...");
+    let Payload { built, assets, go_dir, programs, specs } = payload;
     let stripped = out.with_file_name("stripped");
     std::fs::create_dir_all(&stripped)?;
     // Debug info is most of the size of the Rust binaries; the Go programs
@@ -339,6 +351,8 @@ fn pack(
     let mut fs = Initramfs::default();
     fs.bytes("init", guest::init_script(), true);
     fs.file("bin/busybox", &assets.busybox, true);
+    let (loader, loader_on_host) = arch.dynamic_loader();
+    fs.file(loader, Path::new(loader_on_host), true);
     for d in ["proc", "sys", "dev", "tmp", "root", "sys/kernel/tracing", "sys/kernel/debug"] {
         fs.dir(d);
     }
@@ -346,7 +360,7 @@ fn pack(
     fs.char_device("dev/null", 1, 3);
     fs.file(guest::DEFERSCOPE, &strip(&built.deferscope, "deferscope")?, true);
     let mut sources = std::collections::BTreeSet::new();
-    for spec in specs {
+    for spec in specs.iter() {
         let (_, exe) = built.tests.iter().find(|(n, _)| n == spec.binary).context("test binary")?;
         fs.file(&format!("{}/{}", guest::TESTS_DIR, spec.binary), &strip(exe, spec.binary)?, true);
         sources.extend(spec.programs.iter().map(|(name, _)| format!("tests/go/{name}/main.go")));
@@ -355,7 +369,7 @@ fn pack(
     for src in sources {
         fs.file(&format!("{}/{src}", guest::WORKSPACE_DIR), &workspace_root.join(&src), false);
     }
-    for program in programs {
+    for program in programs.iter() {
         let inside = program.strip_prefix(go_dir).context("program outside the Go directory")?;
         fs.file(&format!("{}/{}", guest::GO_DIR, inside.display()), program, true);
     }
