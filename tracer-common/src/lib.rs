@@ -12,10 +12,15 @@ pub enum EventKind {
     /// `pc` is the return address of the call into the runtime (the `defer`
     /// statement's call site) — for deferprocat, the deferred function's
     /// entry + 1, which symbolises to the same line — and `arg` the record's
-    /// address when the probe knows it (deferprocStack), else 0.
+    /// address when the probe knows it (deferprocStack), else 0. `aux` is
+    /// the record it goes on top of (`g._defer` at the push: 0 for an empty
+    /// chain), or [`UNKNOWN_RECORD`] (deferprocat, which pushes onto a
+    /// range-over-func loop's own list).
     DeferPush = 1,
     /// The newest record of the current goroutine's chain was popped.
-    /// `arg` is the record's address when the probe knows it (freedefer).
+    /// `arg` is the record's address, `aux` the record below it, which is
+    /// the chain's head after the pop (0: the chain is now empty), or
+    /// [`UNKNOWN_RECORD`] if it could not be read.
     DeferPop = 2,
     /// The current goroutine is exiting (`runtime.goexit1`).
     GoroutineExit = 3,
@@ -37,6 +42,9 @@ impl EventKind {
     }
 }
 
+/// In a defer event's `aux`: the probe could not tell which record is below.
+pub const UNKNOWN_RECORD: u64 = u64::MAX;
+
 /// One probe hit, as written to the `EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +62,8 @@ pub struct Event {
     pub pc: u64,
     /// See [`EventKind`].
     pub arg: u64,
-    /// See [`EventKind`] (GoroutineCreate: the new goroutine's start PC).
+    /// See [`EventKind`] (GoroutineCreate: the new goroutine's start PC;
+    /// DeferPush and DeferPop: the record below the one pushed or popped).
     pub aux: u64,
     /// Kernel thread id of the M that ran the probe.
     pub tid: u32,
@@ -139,6 +148,8 @@ pub mod globals {
     pub const G_DEFER_OFFSET: &str = "G_DEFER_OFFSET";
     /// `u64`: offset of `_defer.fn`.
     pub const DEFER_FN_OFFSET: &str = "DEFER_FN_OFFSET";
+    /// `u64`: offset of `_defer.link`.
+    pub const DEFER_LINK_OFFSET: &str = "DEFER_LINK_OFFSET";
     /// `u64`: offset of `_defer.openDefer`, or [`NO_OFFSET`] (Go ≥ 1.22).
     pub const OPEN_DEFER_OFFSET: &str = "OPEN_DEFER_OFFSET";
     /// Marks an absent field.

@@ -16,7 +16,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
-use tracer_common::{Event, EventKind, PROBE_COUNT, ProbeId, counter, globals::NO_OFFSET};
+use tracer_common::{Event, EventKind, PROBE_COUNT, ProbeId, UNKNOWN_RECORD, counter, globals::NO_OFFSET};
 
 /// Filled in by userspace before loading (see `tracer_common::globals`).
 #[unsafe(no_mangle)]
@@ -33,6 +33,8 @@ static STARTPC_OFFSET: u64 = 0;
 static G_DEFER_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static DEFER_FN_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static DEFER_LINK_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static OPEN_DEFER_OFFSET: u64 = NO_OFFSET;
 
@@ -193,15 +195,28 @@ fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64, site: Site) -> u32 {
         return 0;
     }
     let Some(goid) = current_goid(ctx) else { return 0 };
-    let site = match site {
-        Site::ReturnAddress => regs::return_address(ctx).unwrap_or(0),
+    let (site, below) = match site {
+        // The new record goes on top of g._defer: which record that is lets
+        // userspace place the push on a chain read from memory.
+        Site::ReturnAddress => (
+            regs::return_address(ctx).unwrap_or(0),
+            read_u64(regs::g(ctx).wrapping_add(global(&G_DEFER_OFFSET))).unwrap_or(UNKNOWN_RECORD),
+        ),
+        // deferprocat pushes onto the loop's own list, not g._defer.
         Site::DeferredFunction => match read_u64(regs::arg0(ctx)) {
-            Some(code) if code != 0 => code + 1,
-            _ => regs::return_address(ctx).unwrap_or(0),
+            Some(code) if code != 0 => (code + 1, UNKNOWN_RECORD),
+            _ => (regs::return_address(ctx).unwrap_or(0), UNKNOWN_RECORD),
         },
     };
-    emit(EventKind::DeferPush, probe, goid, site, record, 0);
+    emit(EventKind::DeferPush, probe, goid, site, record, below);
     0
+}
+
+/// The record below `record` (its `link`), which is the chain's head once
+/// `record` is popped.
+#[inline(always)]
+fn record_below(record: u64) -> u64 {
+    read_u64(record.wrapping_add(global(&DEFER_LINK_OFFSET))).unwrap_or(UNKNOWN_RECORD)
 }
 
 /// `runtime.deferproc(fn func())`: a heap-allocated record (defer in a loop).
@@ -259,7 +274,7 @@ pub fn pop_defer(ctx: ProbeContext) -> u32 {
             return 0;
         }
     }
-    emit(EventKind::DeferPop, ProbeId::PopDefer, goid, 0, record, 0);
+    emit(EventKind::DeferPop, ProbeId::PopDefer, goid, 0, record, record_below(record));
     0
 }
 
@@ -290,7 +305,8 @@ pub fn freedefer(ctx: ProbeContext) -> u32 {
         }
     }
     let Some(goid) = current_goid(&ctx) else { return 0 };
-    emit(EventKind::DeferPop, ProbeId::FreeDefer, goid, 0, record, 0);
+    // freedefer runs once the record is unlinked, before it clears `link`.
+    emit(EventKind::DeferPop, ProbeId::FreeDefer, goid, 0, record, record_below(record));
     0
 }
 

@@ -94,6 +94,7 @@ impl Probes {
         let open_defer_offset = layout.defer_open_defer.unwrap_or(globals::NO_OFFSET);
         let g_defer_offset = layout.g_defer;
         let defer_fn_offset = layout.defer_fn;
+        let defer_link_offset = layout.defer_link;
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::TARGET_TGID, &tgid, true)
             .override_global(globals::GOID_OFFSET, &goid_offset, true)
@@ -103,6 +104,7 @@ impl Probes {
             .override_global(globals::OPEN_DEFER_OFFSET, &open_defer_offset, true)
             .override_global(globals::G_DEFER_OFFSET, &g_defer_offset, true)
             .override_global(globals::DEFER_FN_OFFSET, &defer_fn_offset, true)
+            .override_global(globals::DEFER_LINK_OFFSET, &defer_link_offset, true)
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(e.to_string()))?;
 
