@@ -150,6 +150,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
 
     let mut probes = Probes::attach(&process, &binary, scanner.layout())?;
+    let probes_live_ns = crate::process::monotonic_ns();
     log::info!("attached to {:?}", probes.functions());
     let mut events = probes.take_events()?;
     let cost_per_hit_ns = match probes.calibrate() {
@@ -174,6 +175,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         probes: probes.functions(),
     };
     let mut aggregator = Aggregator::new(scanner.layout().wait_reasons.clone());
+    aggregator.set_probes_live(probes_live_ns);
     let mut symbols = BinarySymbols::new(binary.clone(), bias);
 
     // Chains that existed before attach: read memory once the probes are in,

@@ -21,6 +21,11 @@
 //! consistently (parked) and marked inexact otherwise, and the attached probes
 //! only count. When they are all back, every goroutine needs a new baseline
 //! from a read that started after the re-attach, as at startup.
+//!
+//! Events stamped before every probe was attached only count
+//! ([`Aggregator::set_probes_live`]): while only some probes are in, pushes
+//! are seen without their pops. The first memory read, which starts after,
+//! is the baseline. Likewise events stamped before the last re-attach.
 pub mod leaks;
 pub mod model;
 
@@ -172,6 +177,8 @@ pub struct Aggregator {
     reachable: HashSet<u64>,
     /// Group sizes over time, for growth.
     group_history: HashMap<GroupKey, leaks::GroupHistory>,
+    /// ktime once every probe was first attached: earlier events only count.
+    probes_live_ns: u64,
 }
 
 type GroupKey = (Verdict, Option<Site>, Option<Site>, String);
@@ -222,12 +229,22 @@ impl Aggregator {
         self.coverage = coverage;
     }
 
+    /// Events stamped before `t_ns` (CLOCK_MONOTONIC, once every probe is
+    /// attached) are left out: before then a push could be seen without its
+    /// pop. The first memory read, started after, is the baseline.
+    pub fn set_probes_live(&mut self, t_ns: u64) {
+        self.probes_live_ns = t_ns;
+    }
+
     pub fn apply_event(&mut self, event: &Event) {
         self.totals.events += 1;
         let Some(kind) = EventKind::from_u32(event.kind) else { return };
         let t = event.ktime_ns;
-        if !self.coverage.defers() {
-            // A partial stream only counts; depths come from memory.
+        if !self.coverage.defers() || t < self.probes_live_ns.max(self.complete_since_ns) {
+            // A partial stream only counts; depths come from memory. (An
+            // event stamped before every probe was in, at startup or at the
+            // last re-attach, belongs to a partial stream: a push of it may
+            // have been seen without its pop.)
             match kind {
                 EventKind::DeferPush => {
                     self.totals.defers_pushed += 1;

@@ -439,3 +439,37 @@ fn goroutines_are_estimated_from_reads_while_their_probes_are_off() {
     assert_eq!(s.totals.goroutines_exited, 19);
     assert_eq!(s.totals.goroutines_total, 3);
 }
+
+#[test]
+fn events_from_before_every_probe_was_attached_only_count() {
+    // Issue 12: the push probe went in a second before the pop probe, and
+    // a goroutine pushing and popping without pause kept the pushes of that
+    // second as a depth of ~390 for good (it never parks, so no read of it
+    // is ever taken).
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.set_probes_live(1_000);
+    for t in 0..300 {
+        agg.apply_event(&ev(EventKind::DeferPush, 100 + t, 1, 42));
+    }
+    let mut t = 1_000;
+    let mut spin = |agg: &mut Aggregator, n: u64| {
+        for _ in 0..n {
+            agg.apply_event(&ev(EventKind::DeferPush, t, 1, 42));
+            agg.apply_event(&ev(EventKind::DeferPop, t + 1, 1, 0));
+            t += 2;
+        }
+    };
+    spin(&mut agg, 100);
+    // Read while it runs, and raced by its events: not taken.
+    agg.apply_scan(&snap(
+        1_100,
+        1_150,
+        vec![running(mem_g(1, &[42], false))],
+    ));
+    spin(&mut agg, 100);
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 1), Some(0));
+    assert_eq!(s.totals.defer_records_live, 0);
+    // They were pushes all the same.
+    assert_eq!(s.totals.defers_pushed, 500);
+}
