@@ -27,11 +27,15 @@ fn goroutines_deferring_while_deferscope_attaches_keep_exact_depths() {
         let num_goroutine = as_u64(&ready["num_goroutine"]);
 
         let mut tracer = Tracer::attach(program.pid, &[])?;
+        let mut seen = Vec::new();
         tracer.expect_every(10, "depths while spinning", |s| {
+            let depth = |goid| goroutine(s, goid).map(|g| g["defer_depth"].clone()).unwrap_or_default();
+            seen.push(format!("{}/{}", depth(spin), depth(deep)));
             expect_depth_within(s, spin, spin_depth, spin_depth + 1)?;
             expect_depth_within(s, deep, deep_depth, deep_depth + 1)?;
             expect_goroutines_live(s, num_goroutine)
         })?;
+        eprintln!("   depths while spinning (goroutine {spin}/{deep}): {}", seen.join(" "));
         let last = tracer.last.clone().unwrap_or_default();
         match site(&last, spin_line) {
             Some(s) if s["pushed"].as_u64().is_some_and(|p| p > 0) => {}
