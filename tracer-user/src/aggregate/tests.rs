@@ -38,6 +38,7 @@ fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> ScannedGoro
         sched_sp: 0,
         sched_pc: 0,
         defer_sites: sites_newest_first.to_vec(),
+        records: Vec::new(),
         consistent,
         tracking_seq: Some(1),
         stack_pcs: vec![0x500, 0x9000],

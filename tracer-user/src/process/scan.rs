@@ -35,6 +35,10 @@ pub struct ScannedGoroutine {
     /// Call sites (return addresses) of the defer records, newest first.
     /// 0 where the record does not say (pending range-over-func records).
     pub defer_sites: Vec<u64>,
+    /// The records of the chain as walked, newest first (empty when the
+    /// chain came from the cache or the walk was cut short): where probe
+    /// events that name a record fall on `defer_sites`.
+    pub records: Vec<RecordMark>,
     /// The goroutine could not have run while its chain was read: same goid,
     /// status and chain head before and after, and not running.
     pub consistent: bool,
@@ -44,6 +48,32 @@ pub struct ScannedGoroutine {
     /// Stack PCs innermost first, for goroutines that are not running
     /// (empty otherwise). See `stack::unwind`.
     pub stack_pcs: Vec<u64>,
+}
+
+/// A record linked on a goroutine's chain, as read: its address and the
+/// number of deferred calls on the chain from it down, itself included (the
+/// depth the chain has while this record is on top). A push onto it, or a
+/// pop that leaves it on top, puts the chain at a known depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordMark {
+    pub addr: u64,
+    pub depth: u64,
+}
+
+/// A chain as walked: see [`GoroutineScanner::walk_chain`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    /// Call sites, newest first.
+    pub sites: Vec<u64>,
+    /// The linked records, newest first (empty if `truncated`).
+    pub records: Vec<RecordMark>,
+    /// The walk stopped at the safety bound, at an unreadable record or at a
+    /// cycle, or it is `torn`.
+    pub truncated: bool,
+    /// The walk ended on a record that is on no chain (being freed or filled
+    /// in: no function and no link): the goroutine changed its chain as it
+    /// was walked.
+    pub torn: bool,
 }
 
 impl ScannedGoroutine {
@@ -105,6 +135,10 @@ struct Cached {
 const MAX_CHAIN: usize = 1 << 24;
 /// Upper bound for allglen, for the same reason.
 const MAX_GOROUTINES: u64 = 1 << 24;
+/// Walks of a running goroutine's chain before one cut short is kept (as
+/// truncated). A walk is torn only when it reaches the top record in the
+/// microseconds it is being popped or pushed, so few are needed.
+const MAX_WALK_ATTEMPTS: u32 = 8;
 
 impl<M: ReadMemory> GoroutineScanner<M> {
     pub fn new(mem: M, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
@@ -185,7 +219,8 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         });
         let reusable = key.filter(|_| !status.may_change_chain());
         if let Some(hit) = reusable.and_then(|key| cache.get(&goid).filter(|c| c.key == key)) {
-            let g = self.goroutine_from(&before, status, hit.defer_sites.clone(), true, hit.stack_pcs.clone());
+            let chain = Chain { sites: hit.defer_sites.clone(), ..Chain::default() };
+            let g = self.goroutine_from(&before, status, chain, true, hit.stack_pcs.clone());
             let again = Cached { key: hit.key, defer_sites: hit.defer_sites.clone(), stack_pcs: hit.stack_pcs.clone() };
             return Ok(Some((g, Some(again))));
         }
@@ -198,16 +233,26 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         Ok(Some((g, cached)))
     }
 
-    fn read_goroutine_from(&self, g_addr: u64, before: Vec<u8>) -> Result<Option<ScannedGoroutine>, MemoryError> {
+    fn read_goroutine_from(&self, g_addr: u64, mut before: Vec<u8>) -> Result<Option<ScannedGoroutine>, MemoryError> {
         let l = &self.layout;
-        let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
-        let status = l.g_statuses.decode(raw_status);
-        if !status.is_live() {
-            return Ok(None);
-        }
-        let goid = field_u64(&before, l.g_goid).unwrap_or(0);
-        let head = field_u64(&before, l.g_defer).unwrap_or(0);
-        let (defer_sites, chain_truncated) = self.walk_chain(head);
+        let mut attempts = 1;
+        let (raw_status, status, goid, head, chain) = loop {
+            let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
+            let status = l.g_statuses.decode(raw_status);
+            if !status.is_live() {
+                return Ok(None);
+            }
+            let goid = field_u64(&before, l.g_goid).unwrap_or(0);
+            let head = field_u64(&before, l.g_defer).unwrap_or(0);
+            let chain = self.walk_chain(head);
+            // A running goroutine pops and pushes while we walk: a walk cut
+            // short by a record it was freeing or filling in is retried.
+            if !chain.torn || attempts >= MAX_WALK_ATTEMPTS {
+                break (raw_status, status, goid, head, chain);
+            }
+            attempts += 1;
+            before = self.read_g(g_addr)?;
+        };
         let consistent = if head == 0 {
             // One read of the g: nothing else to compare.
             !status.may_change_chain()
@@ -229,7 +274,7 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         } else {
             Vec::new()
         };
-        Ok(Some(self.goroutine_from(&before, status, defer_sites, consistent && !chain_truncated, stack_pcs)))
+        Ok(Some(self.goroutine_from(&before, status, chain, consistent, stack_pcs)))
     }
 
     /// Assembles a [`ScannedGoroutine`] from a read of its g.
@@ -237,7 +282,7 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         &self,
         g: &[u8],
         status: GoroutineStatus,
-        defer_sites: Vec<u64>,
+        chain: Chain,
         consistent: bool,
         stack_pcs: Vec<u64>,
     ) -> ScannedGoroutine {
@@ -253,8 +298,9 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             parent_goid: l.g_parent_goid.and_then(|off| field_u64(g, off)),
             sched_sp: field_u64(g, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
             sched_pc: field_u64(g, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
-            defer_sites,
-            consistent,
+            defer_sites: chain.sites,
+            records: chain.records,
+            consistent: consistent && !chain.truncated,
             tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(g, off)),
             stack_pcs,
         }
@@ -278,22 +324,42 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         }
     }
 
-    /// Walks `_defer.link` from `head`, newest first. Returns the call sites
-    /// and whether the walk was cut short (an unreadable record, a cycle, or
-    /// [`MAX_CHAIN`] records).
-    pub fn walk_chain(&self, head: u64) -> (Vec<u64>, bool) {
+    /// Walks `_defer.link` from `head`, newest first: the call sites, the
+    /// records with their depths, and whether the walk was cut short (an
+    /// unreadable record, a cycle, [`MAX_CHAIN`] records, or torn).
+    pub fn walk_chain(&self, head: u64) -> Chain {
         let l = &self.layout;
         let mut sites = Vec::new();
+        // (address, sites above it) of each linked record.
+        let mut linked: Vec<(u64, usize)> = Vec::new();
+        let mut truncated = false;
+        let mut torn = false;
         let mut d = head;
         let mut cycle = CycleCheck::new(head);
-        while d != 0 {
+        'walk: while d != 0 {
             if sites.len() >= MAX_CHAIN {
-                return (sites, true);
+                truncated = true;
+                break;
             }
             let Ok(record) = self.mem.read_vec(d, l.defer_size as usize) else {
-                return (sites, true);
+                truncated = true;
+                break;
             };
-            match defers::classify(l, &record) {
+            let link = field_u64(&record, l.defer_link).unwrap_or(0);
+            let kind = defers::classify(l, &record);
+            // Popping clears a record's function and link, and a push links a
+            // fresh one before setting its function: met while walking, such
+            // a record hides the rest of the chain. (A converted range-over-func
+            // header looks the same only inside the deferreturn that pops it.)
+            if field_u64(&record, l.defer_fn) == Some(0)
+                && link == 0
+                && !matches!(kind, DeferRecord::RangefuncHolder { .. } | DeferRecord::SyntheticOpenDefer)
+            {
+                torn = true;
+                break;
+            }
+            linked.push((d, sites.len()));
+            match kind {
                 DeferRecord::Call { .. } => sites.push(field_u64(&record, l.defer_pc).unwrap_or(0)),
                 // Records deferred inside a range-over-func body wait on the
                 // holder's list until the loop's function returns; they were
@@ -303,15 +369,18 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                     let mut pending_cycle = CycleCheck::new(pending);
                     while pending != 0 && pending != defers::DRAINED_LIST {
                         if sites.len() >= MAX_CHAIN {
-                            return (sites, true);
+                            truncated = true;
+                            break 'walk;
                         }
                         let Ok(p) = self.mem.read_vec(pending, l.defer_size as usize) else {
-                            return (sites, true);
+                            truncated = true;
+                            break 'walk;
                         };
                         sites.push(self.pending_site(&p));
                         pending = field_u64(&p, l.defer_link).unwrap_or(0);
                         if pending_cycle.closes(pending) {
-                            return (sites, true);
+                            truncated = true;
+                            break 'walk;
                         }
                     }
                 }
@@ -320,12 +389,22 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                 | DeferRecord::RangefuncHeader
                 | DeferRecord::SyntheticOpenDefer => {}
             }
-            d = field_u64(&record, l.defer_link).unwrap_or(0);
+            d = link;
             if cycle.closes(d) {
-                return (sites, true);
+                truncated = true;
+                break;
             }
         }
-        (sites, false)
+        let truncated = truncated || torn;
+        let total = sites.len() as u64;
+        // A record's pending range-over-func records sit above it in `sites`
+        // but wait on it: they are part of its depth.
+        let records = if truncated {
+            Vec::new()
+        } else {
+            linked.into_iter().map(|(addr, above)| RecordMark { addr, depth: total - above as u64 }).collect()
+        };
+        Chain { sites, records, truncated, torn }
     }
 }
 
@@ -500,9 +579,9 @@ mod tests {
         let first = rt.defers[0].as_ptr() as u64;
         rt.defers[0][l.defer_link as usize..l.defer_link as usize + 8].copy_from_slice(&first.to_le_bytes());
         let scanner = rt.scanner();
-        let (sites, cut) = scanner.walk_chain(first);
-        assert!(cut);
-        assert!(sites.len() <= 4, "{sites:?}");
+        let chain = scanner.walk_chain(first);
+        assert!(chain.truncated);
+        assert!(chain.sites.len() <= 4, "{:?}", chain.sites);
         // A loop of three behind a head: each record is reported at most a
         // few times before the loop is noticed.
         let mut rt = FakeRuntime::new(24);
@@ -516,6 +595,31 @@ mod tests {
         assert!(!g.consistent, "a cut chain is not trusted");
         assert_eq!(&g.defer_sites[..4], [40, 30, 20, 10]);
         assert!(g.defer_sites.len() <= 16, "{:?}", g.defer_sites);
+    }
+
+    #[test]
+    fn records_carry_the_depth_of_the_chain_below_them() {
+        let mut rt = FakeRuntime::new(24);
+        rt.push(10, false);
+        rt.push(20, true); // converted header: linked, not counted
+        rt.push(30, false);
+        let addr = |i: usize| rt.defers[i].as_ptr() as u64;
+        let scan = rt.scanner().scan().expect("scan");
+        let depths: Vec<(u64, u64)> = scan.goroutines[0].records.iter().map(|r| (r.addr, r.depth)).collect();
+        assert_eq!(depths, vec![(addr(2), 2), (addr(1), 1), (addr(0), 1)]);
+    }
+
+    #[test]
+    fn a_walk_that_meets_a_record_being_freed_is_torn() {
+        // What popDefer leaves behind (no function, no link) while the
+        // goroutine runs on: the walk cannot see the records below it.
+        let mut rt = FakeRuntime::new(24);
+        rt.push(0, true);
+        rt.set_status("_Grunning");
+        let g = rt.scanner().scan().expect("scan").goroutines.remove(0);
+        assert!(!g.consistent);
+        assert!(g.records.is_empty(), "no records to place events on");
+        assert!(rt.scanner().walk_chain(rt.defers[0].as_ptr() as u64).torn);
     }
 
     #[test]
