@@ -139,13 +139,7 @@ pub fn build_go_env(
 /// Where [`build_go`] puts (or finds) `tests/go/<name>` built by Go
 /// `toolchain_full` (`go1.24.11`) with `extra` flags and `env` (whose values
 /// name it too), under `dir`.
-pub fn go_program_path(
-    dir: &Path,
-    name: &str,
-    toolchain_full: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> PathBuf {
+pub fn go_program_path(dir: &Path, name: &str, toolchain_full: &str, extra: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let words: Vec<&str> = extra.iter().copied().chain(env.iter().map(|(_, v)| *v)).collect();
     let tag = if words.is_empty() {
         String::new()

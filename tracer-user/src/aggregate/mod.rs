@@ -26,6 +26,12 @@
 //! ([`Aggregator::set_probes_live`]): while only some probes are in, pushes
 //! are seen without their pops. The first memory read, which starts after,
 //! is the baseline. Likewise events stamped before the last re-attach.
+//!
+//! A goroutine that never stops running is never read consistently. Push and
+//! pop events name the record below the one they push or pop (the chain's
+//! head after a pop), which places them on a chain: on the empty chain
+//! exactly, or on the records found by the last read of the goroutine, so
+//! such a goroutine's depth comes from memory too, marked inexact.
 pub mod leaks;
 pub mod model;
 
@@ -33,7 +39,7 @@ use std::collections::hash_map::Entry;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use tracer_common::{Event, EventKind};
+use tracer_common::{Event, EventKind, UNKNOWN_RECORD};
 
 use crate::{
     goruntime::{
@@ -42,7 +48,11 @@ use crate::{
         layout::WaitReasons,
         wait::is_concurrency_primitive,
     },
-    process::{GoroutineScan, reachability::LeakScan},
+    process::{
+        GoroutineScan,
+        reachability::LeakScan,
+        scan::{RecordMark, ScannedGoroutine},
+    },
 };
 use model::{DeferSiteView, GoroutineView, LeakScanView, Site, Snapshot, Totals, Verdict};
 
@@ -82,6 +92,74 @@ struct GoroutineState {
     stack: Vec<u64>,
     /// The current block, while memory shows it waiting.
     block: Option<leaks::Block>,
+    /// Where the next push or pop event falls on the chain in memory: see
+    /// [`Anchor`].
+    anchor: Option<Anchor>,
+}
+
+impl GoroutineState {
+    /// The chain (oldest first) below a push, or left by a pop, whose event
+    /// names `record` as the record under it; and whether it is exact.
+    /// Consumes the anchor it used.
+    fn chain_on(&mut self, record: u64) -> Option<(Vec<u64>, bool)> {
+        if record == 0 {
+            return Some((Vec::new(), true));
+        }
+        if record == UNKNOWN_RECORD {
+            return None;
+        }
+        match self.anchor.as_ref()? {
+            Anchor::Read { depths, .. } => {
+                let depth = *depths.get(&record)?;
+                let Some(Anchor::Read { mut sites, .. }) = self.anchor.take() else { return None };
+                sites.truncate(depth as usize);
+                Some((sites, false))
+            }
+            Anchor::Top(marks) => {
+                let depth = marks.iter().find(|m| m.addr == record)?.depth as usize;
+                if depth > self.sites.len() {
+                    return None;
+                }
+                self.anchor = None;
+                Some((self.sites[..depth].to_vec(), self.depth_exact))
+            }
+        }
+    }
+}
+
+/// Where a goroutine's next push or pop event falls on its chain in memory:
+/// the event names the record below it (the chain's head after a pop), and
+/// the last read found that record at a known depth.
+#[derive(Debug)]
+enum Anchor {
+    /// A read that could not be taken as the truth (the goroutine was
+    /// running, or ran during it): every record found, each with the depth
+    /// of the chain while it is on top, and the chain's sites, oldest first.
+    /// The next event naming one of them puts the chain where the read
+    /// says. Only a record popped and reused at another depth during the
+    /// read itself could mislead it, so the depth stays marked inexact.
+    Read { depths: HashMap<u64, u64>, sites: Vec<u64> },
+    /// A read taken as the chain (now the bottom of `sites`): its top two
+    /// records. A goroutine preempted at rest inside `deferproc` (newdefer's
+    /// stack check comes after the push probe) links its record after the
+    /// read, though the push event is older than it; the next event names
+    /// the read's top record (a push onto the late record does not, and
+    /// waits for the pop back onto it) and counts that record back in.
+    Top(Vec<RecordMark>),
+}
+
+impl Anchor {
+    fn from_read(gm: &ScannedGoroutine) -> Option<Anchor> {
+        if gm.records.is_empty() {
+            return None;
+        }
+        let depths = gm.records.iter().map(|r| (r.addr, r.depth)).collect();
+        Some(Anchor::Read { depths, sites: gm.defer_sites.iter().rev().copied().collect() })
+    }
+
+    fn top_of(gm: &ScannedGoroutine) -> Option<Anchor> {
+        (!gm.records.is_empty()).then(|| Anchor::Top(gm.records.iter().take(2).copied().collect()))
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -236,6 +314,22 @@ impl Aggregator {
         self.probes_live_ns = t_ns;
     }
 
+    /// Replaces a goroutine's chain (sites oldest first), placed by an event.
+    fn set_chain(&mut self, goid: u64, sites: Vec<u64>, exact: bool) {
+        let Some(g) = self.goroutines.get_mut(&goid) else { return };
+        let old = std::mem::replace(&mut g.sites, sites);
+        g.max_depth = g.max_depth.max(g.sites.len() as u64);
+        g.has_baseline = true;
+        g.depth_exact = exact;
+        let new_sites = g.sites.clone();
+        for pc in old {
+            self.remove_live(pc);
+        }
+        for pc in new_sites {
+            self.add_live(pc);
+        }
+    }
+
     pub fn apply_event(&mut self, event: &Event) {
         self.totals.events += 1;
         let Some(kind) = EventKind::from_u32(event.kind) else { return };
@@ -275,6 +369,10 @@ impl Aggregator {
                     return;
                 }
                 g.last_event_ns = g.last_event_ns.max(t);
+                if let Some((below, exact)) = g.chain_on(event.aux) {
+                    self.set_chain(event.goid, below, exact);
+                }
+                let Some(g) = self.goroutines.get_mut(&event.goid) else { return };
                 g.sites.push(event.pc);
                 g.max_depth = g.max_depth.max(g.sites.len() as u64);
                 self.add_live(event.pc);
@@ -287,6 +385,10 @@ impl Aggregator {
                     return;
                 }
                 g.last_event_ns = g.last_event_ns.max(t);
+                if let Some((left, exact)) = g.chain_on(event.aux) {
+                    self.set_chain(event.goid, left, exact);
+                    return;
+                }
                 match g.sites.pop() {
                     Some(pc) => self.remove_live(pc),
                     None => {
@@ -378,8 +480,26 @@ impl Aggregator {
                 true
             };
             if !take_chain {
+                // A read that overlapped the goroutine's own pushes and pops
+                // still says which record is where, for its next event.
+                // (A torn read keeps the anchor of the one before.)
+                g.anchor = if g.depth_exact { None } else { Anchor::from_read(gm).or(g.anchor.take()) };
                 continue;
             }
+            // A chain read while it could change may be off by an event in
+            // flight during the read, and even one read at rest by a push:
+            // its next event corrects that.
+            g.anchor = if !events_define_depth {
+                None
+            } else if !gm.consistent {
+                Anchor::from_read(gm)
+            } else if gm.records.is_empty() && !gm.defer_sites.is_empty() {
+                // From the scanner's cache: it has not run since the read
+                // that found the records, so that read's anchor holds.
+                g.anchor.take().filter(|a| matches!(a, Anchor::Top(_)))
+            } else {
+                Anchor::top_of(gm)
+            };
             let old = std::mem::take(&mut g.sites);
             g.sites = gm.defer_sites.iter().rev().copied().collect();
             if !new {

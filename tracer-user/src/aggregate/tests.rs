@@ -1,5 +1,8 @@
 use super::*;
-use crate::{goruntime::layout::WaitReasons, process::scan::ScannedGoroutine};
+use crate::{
+    goruntime::layout::WaitReasons,
+    process::scan::{RecordMark, ScannedGoroutine},
+};
 
 struct FakeSymbols;
 
@@ -22,8 +25,15 @@ impl Symbolizer for FakeSymbols {
     }
 }
 
+/// An event; pushes and pops do not say which record is below them.
 fn ev(kind: EventKind, t: u64, goid: u64, pc: u64) -> Event {
-    Event { kind: kind as u32, probe: 0, ktime_ns: t, goid, pc, arg: 0, aux: 0, tid: 0, _pad: 0 }
+    let aux = if matches!(kind, EventKind::DeferPush | EventKind::DeferPop) { UNKNOWN_RECORD } else { 0 };
+    Event { kind: kind as u32, probe: 0, ktime_ns: t, goid, pc, arg: 0, aux, tid: 0, _pad: 0 }
+}
+
+/// A push or pop event naming the record below the one pushed or popped.
+fn ev_on(kind: EventKind, t: u64, goid: u64, pc: u64, below: u64) -> Event {
+    Event { aux: below, ..ev(kind, t, goid, pc) }
 }
 
 fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> ScannedGoroutine {
@@ -462,15 +472,124 @@ fn events_from_before_every_probe_was_attached_only_count() {
     };
     spin(&mut agg, 100);
     // Read while it runs, and raced by its events: not taken.
-    agg.apply_scan(&snap(
-        1_100,
-        1_150,
-        vec![running(mem_g(1, &[42], false))],
-    ));
+    agg.apply_scan(&snap(1_100, 1_150, vec![running(mem_g(1, &[42], false))]));
     spin(&mut agg, 100);
     let s = render(&mut agg);
     assert_eq!(depth_of(&s, 1), Some(0));
     assert_eq!(s.totals.defer_records_live, 0);
     // They were pushes all the same.
     assert_eq!(s.totals.defers_pushed, 500);
+}
+
+/// A read of a goroutine that is running (so never consistent), with the
+/// records behind `sites_newest_first` at addresses `base + 0x100 * depth`.
+fn running_g(goid: u64, sites_newest_first: &[u64], base: u64) -> ScannedGoroutine {
+    let n = sites_newest_first.len() as u64;
+    let records = (0..n).map(|i| RecordMark { addr: base + 0x100 * (n - i), depth: n - i }).collect();
+    ScannedGoroutine { records, ..running(mem_g(goid, sites_newest_first, false)) }
+}
+
+fn exact_of(s: &Snapshot, goid: u64) -> Option<bool> {
+    s.goroutines.iter().find(|g| g.goid == goid).map(|g| g.depth_exact)
+}
+
+#[test]
+fn an_event_on_the_empty_chain_makes_the_depth_exact() {
+    let mut agg = Aggregator::new(WaitReasons::default());
+    // Pops missed (or never known): the events alone are off.
+    for t in 0..5 {
+        agg.apply_event(&ev(EventKind::DeferPush, 10 + t, 4, 7));
+    }
+    assert_eq!(depth_of(&render(&mut agg), 4), Some(5));
+    // A push onto g._defer == nil: the chain is this one record.
+    agg.apply_event(&ev_on(EventKind::DeferPush, 20, 4, 8, 0));
+    let s = render(&mut agg);
+    assert_eq!((depth_of(&s, 4), exact_of(&s, 4)), (Some(1), Some(true)));
+    assert_eq!(s.goroutines[0].top_defer_site.as_ref().map(|s| s.line), Some(8));
+    assert_eq!(s.totals.defer_records_live, 1);
+    agg.apply_event(&ev_on(EventKind::DeferPush, 21, 4, 9, 0xabc));
+    // Popping down to the empty chain.
+    agg.apply_event(&ev_on(EventKind::DeferPop, 22, 4, 0, 0xabc));
+    agg.apply_event(&ev_on(EventKind::DeferPop, 23, 4, 0, 0));
+    let s = render(&mut agg);
+    assert_eq!((depth_of(&s, 4), exact_of(&s, 4)), (Some(0), Some(true)));
+    assert_eq!(s.totals.defer_records_live, 0);
+    assert_eq!(s.totals.unmatched_pops, 0);
+}
+
+#[test]
+fn a_running_goroutine_is_placed_on_its_chain_in_memory_by_its_next_event() {
+    // Issue 12: spinning on top of 40 records, every read of it is taken
+    // while it runs and races with its events, so only its records place it.
+    let base: Vec<u64> = (1..=40).rev().collect(); // newest first
+    for caught_on_top in [false, true] {
+        let mut agg = Aggregator::new(WaitReasons::default());
+        agg.set_probes_live(100);
+        agg.apply_event(&ev(EventKind::DeferPop, 150, 6, 0));
+        agg.apply_event(&ev(EventKind::DeferPush, 160, 6, 99));
+        let mut read: Vec<u64> = base.clone();
+        if caught_on_top {
+            read.insert(0, 99);
+        }
+        agg.apply_scan(&snap(155, 170, vec![running_g(6, &read, 0x10_000)]));
+        // Still what the events say: nothing names a record yet.
+        assert_eq!(depth_of(&render(&mut agg), 6), Some(1));
+        let top_of_base = 0x10_000 + 0x100 * 40;
+        if caught_on_top {
+            // The loop's record popped: record 40 is on top again.
+            agg.apply_event(&ev_on(EventKind::DeferPop, 180, 6, 0, top_of_base));
+        } else {
+            agg.apply_event(&ev_on(EventKind::DeferPop, 180, 6, 0, 0xdead_0000));
+            assert_eq!(depth_of(&render(&mut agg), 6), Some(0), "a record pushed after the read places nothing");
+            agg.apply_event(&ev_on(EventKind::DeferPush, 181, 6, 99, top_of_base));
+            agg.apply_event(&ev_on(EventKind::DeferPop, 182, 6, 0, top_of_base));
+        }
+        let s = render(&mut agg);
+        assert_eq!(depth_of(&s, 6), Some(40));
+        assert_eq!(exact_of(&s, 6), Some(false), "placed by a read of a running goroutine");
+        assert_eq!(s.goroutines[0].top_defer_site.as_ref().map(|s| s.line), Some(40));
+        assert_eq!(s.totals.defer_records_live, 40);
+        agg.apply_event(&ev_on(EventKind::DeferPush, 190, 6, 99, top_of_base));
+        assert_eq!(depth_of(&render(&mut agg), 6), Some(41));
+    }
+}
+
+#[test]
+fn a_pop_in_flight_during_the_first_read_is_corrected_by_the_next_event() {
+    // The pop's probe fired before the read began, the record left the
+    // chain after the walk passed it: the read shows one record too many
+    // and the event is older than the read.
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(100, 110, vec![running_g(8, &[3, 2, 1], 0x20_000)]));
+    agg.apply_event(&ev_on(EventKind::DeferPop, 90, 8, 0, 0x20_000 + 0x200));
+    assert_eq!(depth_of(&render(&mut agg), 8), Some(3));
+    agg.apply_event(&ev_on(EventKind::DeferPush, 200, 8, 4, 0x20_000 + 0x200));
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 8), Some(3));
+    let chain: Vec<u32> =
+        s.goroutines[0].defer_chain.iter().flatten().filter_map(|e| e.site.as_ref().map(|s| s.line)).collect();
+    assert_eq!(chain, [4, 2, 1]);
+}
+
+#[test]
+fn a_push_in_flight_while_preempted_at_rest_is_counted_back_in() {
+    // deferproc's probe fired, then newdefer's stack check preempted the
+    // goroutine: parked (runnable) before linking its record, so the read
+    // is consistent and older than the record, and newer than the event.
+    let mut agg = Aggregator::new(WaitReasons::default());
+    let read = ScannedGoroutine { status: GoroutineStatus::Runnable, ..running_g(7, &[2, 1], 0x30_000) };
+    let read = ScannedGoroutine { consistent: true, ..read };
+    agg.apply_scan(&snap(100, 110, vec![read.clone()]));
+    agg.apply_event(&ev_on(EventKind::DeferPush, 90, 7, 3, 0x30_000 + 0x200));
+    assert_eq!(depth_of(&render(&mut agg), 7), Some(2));
+    // Served from the scanner's cache (no records): the anchor still holds.
+    agg.apply_scan(&snap(150, 160, vec![ScannedGoroutine { records: Vec::new(), ..read }]));
+    // It resumes, links the record and pops it: back onto the read's top.
+    agg.apply_event(&ev_on(EventKind::DeferPop, 200, 7, 0, 0x30_000 + 0x200));
+    let s = render(&mut agg);
+    assert_eq!((depth_of(&s, 7), exact_of(&s, 7)), (Some(2), Some(true)));
+    assert_eq!(s.totals.defer_records_live, 2);
+    // Later pops go on as usual.
+    agg.apply_event(&ev_on(EventKind::DeferPop, 210, 7, 0, 0x30_000 + 0x100));
+    assert_eq!(depth_of(&render(&mut agg), 7), Some(1));
 }
