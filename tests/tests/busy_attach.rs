@@ -12,21 +12,33 @@ fn as_u64(v: &Value) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root and the Go toolchains (cargo xtask test runs it)"]
 fn goroutines_deferring_while_deferscope_attaches_keep_exact_depths() {
-    if !require_root("goroutines_deferring_while_deferscope_attaches_keep_exact_depths") {
-        return;
-    }
+    require_root();
     let spin_line = marker_line("spin", "SITE:spin");
     for_each_toolchain("busy during attach", |tc| {
         let binary = build_go("spin", tc, &[])?;
-        let mut program = GoProgram::start(&binary)?;
+        // Every probe kept (the event path of issue 12), then the default
+        // overhead budget, whose governor sheds the probes of such a hot loop
+        // within seconds (depths from memory, through the switch).
+        for args in [&["--overhead-budget", "none"][..], &[]] {
+            eprintln!("   deferscope {}", args.join(" "));
+            spin_while_attaching(&binary, tc, args, spin_line)?;
+        }
+        Ok(())
+    });
+}
+
+fn spin_while_attaching(binary: &std::path::Path, tc: &Toolchain, args: &[&str], spin_line: u32) -> anyhow::Result<()> {
+    {
+        let mut program = GoProgram::start(binary)?;
         let ready = program.expect("ready")?;
         assert_eq!(ready["go"], tc.full, "the program runs the toolchain under test");
         let (spin, spin_depth) = (as_u64(&ready["spin_goid"]), as_u64(&ready["spin_depth"]));
         let (deep, deep_depth) = (as_u64(&ready["deep_goid"]), as_u64(&ready["deep_depth"]));
         let num_goroutine = as_u64(&ready["num_goroutine"]);
 
-        let mut tracer = Tracer::attach(program.pid, &[])?;
+        let mut tracer = Tracer::attach(program.pid, args)?;
         let mut seen = Vec::new();
         tracer.expect_every(10, "depths while spinning", |s| {
             let depth = |goid| goroutine(s, goid).map(|g| g["defer_depth"].clone()).unwrap_or_default();
@@ -56,7 +68,15 @@ fn goroutines_deferring_while_deferscope_attaches_keep_exact_depths() {
         assert!(status.success(), "deferscope exit status {status}");
         let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
         assert_eq!(last["target_exited"], true);
-        assert_eq!(last["totals"]["events_lost"], 0);
+        // With every probe kept, nothing is lost. (Under the default budget
+        // the ring buffer can overflow while the governor detaches the probes
+        // of this ~400k-hits/s loop: those events would only count, and the
+        // snapshots above were checked through it.)
+        if args.contains(&"none") {
+            assert_eq!(last["totals"]["events_lost"], 0, "{}", last["totals"]);
+        } else {
+            assert_eq!(last["mode"], "sampled", "the governor sheds this loop's probes");
+        }
         Ok(())
-    });
+    }
 }

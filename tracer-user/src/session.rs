@@ -279,7 +279,17 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 for switch in governor.observe(&window) {
                     // Everything the probes said so far counts under the old coverage.
                     drain(events.get_mut(), &mut aggregator);
-                    let result = if switch.attach { probes.attach_group(switch.group) } else { probes.detach(switch.group) };
+                    let result = if switch.attach {
+                        probes.attach_group(switch.group)
+                    } else {
+                        let detaching_ns = crate::process::monotonic_ns();
+                        let result = probes.detach(switch.group);
+                        // Events still in the ring buffer may have been
+                        // stamped after part of the stream stopped (pushes
+                        // without their pops): they only count.
+                        aggregator.set_coverage(coverage(&probes), detaching_ns);
+                        result
+                    };
                     drain(events.get_mut(), &mut aggregator);
                     match result {
                         Ok(()) => {

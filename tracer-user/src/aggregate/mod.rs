@@ -488,10 +488,9 @@ impl Aggregator {
             }
             // A chain read while it could change may be off by an event in
             // flight during the read, and even one read at rest by a push:
-            // its next event corrects that.
-            g.anchor = if !events_define_depth {
-                None
-            } else if !gm.consistent {
+            // its next event corrects that. (Kept while probes are detached
+            // too: the first events after they are back place the chain.)
+            g.anchor = if !gm.consistent {
                 Anchor::from_read(gm)
             } else if gm.records.is_empty() && !gm.defer_sites.is_empty() {
                 // From the scanner's cache: it has not run since the read

@@ -593,3 +593,25 @@ fn a_push_in_flight_while_preempted_at_rest_is_counted_back_in() {
     agg.apply_event(&ev_on(EventKind::DeferPop, 210, 7, 0, 0x30_000 + 0x100));
     assert_eq!(depth_of(&render(&mut agg), 7), Some(1));
 }
+
+#[test]
+fn a_running_goroutine_read_while_sampled_is_placed_by_its_first_event_after_the_re_attach() {
+    // The busy-attach test under the default budget: the governor sheds the
+    // probes of a hot loop spinning on 40 records, and later takes them back.
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.set_coverage(Coverage { pushes: false, some_pushes: false, pops: false, goroutines: true }, 10);
+    // Read while sampled, caught with its loop's record on top.
+    let read: Vec<u64> = std::iter::once(99).chain((1..=40).rev()).collect();
+    agg.apply_scan(&snap(20, 21, vec![running_g(6, &read, 0x10_000)]));
+    assert_eq!(depth_of(&render(&mut agg), 6), Some(41));
+    // Back to exact; the loop's record was popped in between, unseen: the
+    // next push goes onto record 40 and says so.
+    agg.set_coverage(Coverage::FULL, 100);
+    let top_of_base = 0x10_000 + 0x100 * 40;
+    agg.apply_event(&ev_on(EventKind::DeferPush, 101, 6, 99, top_of_base));
+    let s = render(&mut agg);
+    assert_eq!(depth_of(&s, 6), Some(41), "not 42: the stale read's top record is gone");
+    assert_eq!(exact_of(&s, 6), Some(false));
+    agg.apply_event(&ev_on(EventKind::DeferPop, 102, 6, 0, top_of_base));
+    assert_eq!(depth_of(&render(&mut agg), 6), Some(40));
+}

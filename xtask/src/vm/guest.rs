@@ -47,14 +47,14 @@ while IFS='|' read -r name binary test toolchain; do
     start=$(date +%s)
     # Only the toolchain's name is used: the programs are prebuilt.
     (DEFERSCOPE_GO_TOOLCHAINS="$toolchain=/nonexistent/go" timeout {SCENARIO_TIMEOUT_S} \
-        /{TESTS_DIR}/"$binary" --exact "$test" --test-threads=1 --nocapture; echo $? > /tmp/rc) 2>&1 | tee /tmp/out
+        /{TESTS_DIR}/"$binary" --exact "$test" --include-ignored --test-threads=1 --nocapture; echo $? > /tmp/rc) 2>&1 | tee /tmp/out
     rc=$(cat /tmp/rc)
-    if [ "$rc" != 0 ]; then
-        verdict=FAIL
-    elif grep -q '^SKIPPED' /tmp/out; then
-        verdict=SKIP
-    else
+    # The tests are #[ignore = "needs root …"] on a plain run; here they
+    # run, and a filter that matched nothing is a failure, not a pass.
+    if [ "$rc" = 0 ] && grep -q 'test result: ok. 1 passed' /tmp/out; then
         verdict=PASS
+    else
+        verdict=FAIL
     fi
     echo "$M result $name $verdict $(( $(date +%s) - start ))s exit=$rc"
 done < /{SCENARIOS}

@@ -182,7 +182,7 @@ fn run_inner(
     for tc in &toolchains {
         for spec in &specs {
             for (name, flags) in spec.programs {
-                let out = go_program_path(&go_dir, name, &tc.full, flags);
+                let out = go_program_path(&go_dir, name, &tc.full, flags, &[]);
                 let mut go = tc.command(workspace_root);
                 go.env("GOOS", "linux").env("GOARCH", arch.goarch());
                 go_build_args(&mut go, workspace_root, name, flags, &out)?;
