@@ -256,10 +256,16 @@ pub struct Tracer {
 }
 
 impl Tracer {
+    /// Starts deferscope on `pid` with `extra` arguments, and those of
+    /// `DEFERSCOPE_TEST_ARGS` (space-separated: the arm64 VM test keeps every
+    /// probe with `--overhead-budget none` where emulation makes each hit
+    /// cost ~100 µs; see `xtask/src/vm/`).
     pub fn attach(pid: u32, extra: &[&str]) -> anyhow::Result<Self> {
+        let from_env = std::env::var("DEFERSCOPE_TEST_ARGS").unwrap_or_default();
         let mut child = Command::new(deferscope_bin()?)
             .args(["--pid", &pid.to_string(), "--json", "--interval", "200ms"])
             .args(extra)
+            .args(from_env.split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

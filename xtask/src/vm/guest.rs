@@ -22,9 +22,9 @@ pub const SCENARIOS: &str = "scenarios";
 /// failed (the tests' own steps time out after 60 s each).
 pub const SCENARIO_TIMEOUT_S: u32 = 600;
 
-/// One line of `/scenarios`: `name|test binary|test function|toolchain`.
-pub fn scenario_line(name: &str, binary: &str, test: &str, toolchain_full: &str) -> String {
-    format!("{name}|{binary}|{test}|{toolchain_full}\n")
+/// One line of `/scenarios`: `name|test binary|test function|toolchain|deferscope args`.
+pub fn scenario_line(name: &str, binary: &str, test: &str, toolchain_full: &str, tracer_args: &str) -> String {
+    format!("{name}|{binary}|{test}|{toolchain_full}|{tracer_args}\n")
 }
 
 /// The guest's `/init`.
@@ -42,11 +42,11 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 M='{MARKER}'
 echo "$M guest $(uname -r) $(uname -m) cpus=$(nproc) mem=$(awk '/MemTotal/ {{print $2 " kB"}}' /proc/meminfo)"
 export DEFERSCOPE_BIN=/{DEFERSCOPE} DEFERSCOPE_WORKSPACE=/{WORKSPACE_DIR} DEFERSCOPE_GO_PREBUILT=/{GO_DIR}
-while IFS='|' read -r name binary test toolchain; do
+while IFS='|' read -r name binary test toolchain tracer_args; do
     echo "$M begin $name"
     start=$(date +%s)
     # Only the toolchain's name is used: the programs are prebuilt.
-    (DEFERSCOPE_GO_TOOLCHAINS="$toolchain=/nonexistent/go" timeout {SCENARIO_TIMEOUT_S} \
+    (DEFERSCOPE_GO_TOOLCHAINS="$toolchain=/nonexistent/go" DEFERSCOPE_TEST_ARGS="$tracer_args" timeout {SCENARIO_TIMEOUT_S} \
         /{TESTS_DIR}/"$binary" --exact "$test" --include-ignored --test-threads=1 --nocapture; echo $? > /tmp/rc) 2>&1 | tee /tmp/out
     rc=$(cat /tmp/rc)
     # The tests are #[ignore = "needs root …"] on a plain run; here they
