@@ -357,6 +357,18 @@ impl Tracer {
         Ok((self.child.wait()?, rest))
     }
 
+    /// Quits `program` and expects deferscope to follow it: exit status 0 and
+    /// a last snapshot marked `target_exited`, which it returns.
+    pub fn quit_with(&mut self, program: &mut GoProgram) -> anyhow::Result<Value> {
+        program.command("quit", "quit")?;
+        program.wait_exit()?;
+        let (status, rest) = self.wait_exit()?;
+        anyhow::ensure!(status.success(), "deferscope exit status {status}");
+        let last = rest.last().or(self.last.as_ref()).context("no last snapshot")?.clone();
+        anyhow::ensure!(last["target_exited"] == true, "the last snapshot is not marked target_exited");
+        Ok(last)
+    }
+
     /// SIGKILL: the tracer gets no chance to clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

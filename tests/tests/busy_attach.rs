@@ -62,16 +62,11 @@ fn spin_while_attaching(binary: &std::path::Path, tc: &Toolchain, args: &[&str],
             expect_depth(s, deep, deep_depth)
         })?;
 
-        program.command("quit", "quit")?;
-        program.wait_exit()?;
-        let (status, rest) = tracer.wait_exit()?;
-        assert!(status.success(), "deferscope exit status {status}");
-        let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
-        assert_eq!(last["target_exited"], true);
+        let last = tracer.quit_with(&mut program)?;
         // With every probe kept, nothing is lost. (Under the default budget
         // the ring buffer can overflow while the governor detaches the probes
-        // of this ~400k-hits/s loop: those events would only count, and the
-        // snapshots above were checked through it.)
+        // of this hot loop: those events would only count, and the snapshots
+        // above were checked through it.)
         if args.contains(&"none") {
             assert_eq!(last["totals"]["events_lost"], 0, "{}", last["totals"]);
         } else {

@@ -163,12 +163,7 @@ fn check_defers(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result
         })?;
 
         // The target exiting ends deferscope with status 0 and a last snapshot.
-        program.command("quit", "quit")?;
-        program.wait_exit()?;
-        let (status, rest) = tracer.wait_exit()?;
-        assert!(status.success(), "deferscope exit status {status}");
-        let last = rest.last().or(tracer.last.as_ref()).expect("a last snapshot");
-        assert_eq!(last["target_exited"], true);
+        let last = tracer.quit_with(&mut program)?;
         assert_eq!(last["totals"]["events_lost"], 0);
     }
     Ok(())

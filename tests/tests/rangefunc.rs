@@ -73,10 +73,7 @@ fn range_over_func_defers_are_counted_exactly() {
         program.command("release", "release")?;
         tracer.wait_for("all popped again", |s| check_released(s, goid, line))?;
 
-        program.command("quit", "quit")?;
-        program.wait_exit()?;
-        let (status, _) = tracer.wait_exit()?;
-        assert!(status.success(), "deferscope exit status {status}");
+        tracer.quit_with(&mut program)?;
         Ok(())
     });
 }
