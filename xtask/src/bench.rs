@@ -64,6 +64,12 @@ impl Proc {
     pub(crate) fn line(&self, what: &str) -> Result<String> {
         self.lines.recv_timeout(STEP_TIMEOUT).with_context(|| format!("waiting for {what}"))
     }
+
+    /// The next line, if it comes before `deadline`.
+    pub(crate) fn line_until(&self, what: &str, deadline: Instant) -> Result<String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).with_context(|| format!("waiting for {what}"))
+    }
 }
 
 impl Drop for Proc {

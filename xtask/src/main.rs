@@ -5,6 +5,7 @@
 
 mod apt;
 mod bench;
+mod bench_leaks;
 mod bench_overhead;
 mod bpf_linker;
 mod build;
@@ -68,8 +69,11 @@ enum Task {
     Lint,
     /// Regenerate the Go runtime struct layouts from every Go toolchain.
     GenLayouts,
-    /// Run the benchmarks.
-    Bench,
+    /// Run the benchmarks (overhead; `bench leaks`: Go's leak corpus).
+    Bench {
+        #[command(subcommand)]
+        what: Option<BenchKind>,
+    },
     /// Fuzz every reader of untrusted input (cargo-fuzz, nightly), each
     /// target for N seconds; fails on any crash.
     Fuzz {
@@ -94,6 +98,20 @@ enum Task {
         /// Only the scenarios whose test name contains one of these.
         #[arg(last = true, value_name = "FILTERS")]
         filters: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Go's own goroutine leak corpus (runtime/testdata/testgoroutineleakprofile)
+    /// alive under deferscope, against Go's goroutineleak profile; fails on any
+    /// false leak.
+    Leaks {
+        /// Only these Go versions (major.minor, comma-separated; default: the matrix).
+        #[arg(long, value_delimiter = ',', value_name = "VERSIONS")]
+        go: Vec<String>,
+        /// Only the programs whose name contains one of these.
+        only: Vec<String>,
     },
 }
 
@@ -128,7 +146,10 @@ fn run(task: Task) -> Result<i32> {
             cmd::step("generating Go runtime layouts ...");
             layouts::gen_layouts(&root, &toolchains)?;
         }
-        Task::Bench => bench::run(&root)?,
+        Task::Bench { what: None } => bench::run(&root)?,
+        Task::Bench { what: Some(BenchKind::Leaks { go, only }) } => {
+            bench_leaks::run(&root, &bench_leaks::LeaksArgs { go, only })?;
+        }
         Task::Fuzz { seconds, refresh_seeds, sanitizer, target } => {
             return fuzz::run(&root, &fuzz::FuzzArgs { seconds, target, refresh_seeds, sanitizer });
         }
