@@ -103,6 +103,7 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
             .into_iter()
             .map(|(start, end)| (start.wrapping_add(bias), end.wrapping_add(bias)))
             .collect(),
+        moduledata: binary.moduledata_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
     };
     let scanner =

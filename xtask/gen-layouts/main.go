@@ -92,6 +92,14 @@ type reach struct {
 	SudogC         uint64 `json:"sudog_c"`
 	SudogElem      uint64 `json:"sudog_elem"`
 	SudogWaitlink  uint64 `json:"sudog_waitlink"`
+	// moduledata: the data and bss ranges and their pointer masks (bitvector:
+	// n int32, bytedata *uint8), the precise global roots.
+	ModuledataData       uint64 `json:"moduledata_data"`
+	ModuledataEdata      uint64 `json:"moduledata_edata"`
+	ModuledataBss        uint64 `json:"moduledata_bss"`
+	ModuledataEbss       uint64 `json:"moduledata_ebss"`
+	ModuledataGcdatamask uint64 `json:"moduledata_gcdatamask"`
+	ModuledataGcbssmask  uint64 `json:"moduledata_gcbssmask"`
 }
 
 type structInfo struct {
@@ -170,7 +178,8 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		return layout{}, fmt.Errorf("DWARF: %w", err)
 	}
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
-		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true}
+		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true,
+		"runtime.moduledata": true}
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
@@ -280,7 +289,7 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		DeferRange:    opt("runtime._defer", "rangefunc"),
 		DeferHead:     opt("runtime._defer", "head"),
 	}
-	ms, sg := "runtime.mspan", "runtime.sudog"
+	ms, sg, md := "runtime.mspan", "runtime.sudog", "runtime.moduledata"
 	l.Reach = reach{
 		GWaiting:       req(g, "waiting"),
 		MheapAllspans:  req("runtime.mheap", "allspans"),
@@ -298,6 +307,13 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		SudogC:         req(sg, "c"),
 		SudogElem:      req(sg, "elem"),
 		SudogWaitlink:  req(sg, "waitlink"),
+
+		ModuledataData:       req(md, "data"),
+		ModuledataEdata:      req(md, "edata"),
+		ModuledataBss:        req(md, "bss"),
+		ModuledataEbss:       req(md, "ebss"),
+		ModuledataGcdatamask: req(md, "gcdatamask"),
+		ModuledataGcbssmask:  req(md, "gcbssmask"),
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

@@ -416,14 +416,17 @@ pub fn run(root: &Path, args: &LeaksArgs) -> Result<()> {
         for p in programs {
             let outcome = run_program(&deferscope, &bins[&p.dir], &p, has_profile, &logs)
                 .unwrap_or_else(|e| Outcome { skipped: Some(format!("{e:#}")), ..Outcome::default() });
-            let reference = runs.first().and_then(|r| r.outcomes.iter().find(|(q, _)| q.name == p.name)).map(|(_, o)| o);
+            let reference =
+                runs.first().and_then(|r| r.outcomes.iter().find(|(q, _)| q.name == p.name)).map(|(_, o)| o);
             match (&outcome.skipped, score(&outcome, reference)) {
                 (Some(why), _) => note(format_args!("{} {}: skipped: {why}", tc.full, p.name)),
                 (None, Some(s)) => note(format_args!(
                     "{} {}: Go {} ours {} found {} false {} extra {}",
                     tc.full, p.name, s.go, s.ours, s.found, s.false_leaks, s.extra
                 )),
-                (None, None) => note(format_args!("{} {}: ours {} (no reference)", tc.full, p.name, outcome.ours.len())),
+                (None, None) => {
+                    note(format_args!("{} {}: ours {} (no reference)", tc.full, p.name, outcome.ours.len()))
+                }
             }
             outcomes.push((p, outcome));
         }
@@ -476,13 +479,15 @@ fn report(root: &Path, runs: &[VersionRun]) -> Result<()> {
                     failures.push(format!("{} {}: {} false leak(s)", run.toolchain.full, p.name, s.false_leaks));
                 }
                 if s.extra > 0 && !p.flaky {
-                    failures.push(format!("{} {}: {} leak(s) beyond the reference", run.toolchain.full, p.name, s.extra));
+                    failures
+                        .push(format!("{} {}: {} leak(s) beyond the reference", run.toolchain.full, p.name, s.extra));
                 }
             } else {
                 skipped += 1;
             }
-            let go_goids =
-                |l: &Option<Vec<GoLeak>>| l.as_ref().map(|l| l.iter().map(|g| json!([g.goid, g.function, g.wait_reason])).collect::<Vec<_>>());
+            let go_goids = |l: &Option<Vec<GoLeak>>| {
+                l.as_ref().map(|l| l.iter().map(|g| json!([g.goid, g.function, g.wait_reason])).collect::<Vec<_>>())
+            };
             rows.push(json!({
                 "program": p.name, "dir": p.dir.name(), "flaky": p.flaky, "skipped": o.skipped,
                 "go_before": go_goids(&o.go_before), "go_after": go_goids(&o.go_after),

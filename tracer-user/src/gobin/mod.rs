@@ -466,6 +466,11 @@ impl GoBinary {
             .collect()
     }
 
+    /// Static address of `runtime.firstmoduledata`, if it was found.
+    pub fn moduledata_location(&self) -> Option<u64> {
+        self.moduledata.map(|m| m.vaddr)
+    }
+
     /// Converts a static virtual address into a file offset (program headers).
     pub fn vaddr_to_file_offset(&self, vaddr: u64) -> Option<u64> {
         self.elf.vaddr_to_file_offset(vaddr)

@@ -24,6 +24,7 @@ pub(crate) const STRUCTS: &[&str] = &[
     "runtime.mspan",
     "runtime.special",
     "runtime.sudog",
+    "runtime.moduledata",
 ];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
@@ -110,6 +111,15 @@ pub(crate) struct ReachLayout {
     pub sudog_c: u64,
     pub sudog_elem: u64,
     pub sudog_waitlink: u64,
+    /// `moduledata.data`/`edata`/`bss`/`ebss` and the pointer masks of those
+    /// ranges (`gcdatamask`, `gcbssmask`: a `bitvector`, `n int32` then
+    /// `bytedata *uint8`, one bit per word): the precise global roots.
+    pub moduledata_data: u64,
+    pub moduledata_edata: u64,
+    pub moduledata_bss: u64,
+    pub moduledata_ebss: u64,
+    pub moduledata_gcdatamask: u64,
+    pub moduledata_gcbssmask: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -359,7 +369,7 @@ fn reach_from_dwarf(
     member: &dyn Fn(&str, &str) -> Option<u64>,
     size: &dyn Fn(&str) -> Option<u64>,
 ) -> Option<ReachLayout> {
-    let (ms, sg, sp) = ("runtime.mspan", "runtime.sudog", "runtime.special");
+    let (ms, sg, sp, md) = ("runtime.mspan", "runtime.sudog", "runtime.special", "runtime.moduledata");
     Some(ReachLayout {
         g_waiting: member("runtime.g", "waiting")?,
         mheap_allspans: member("runtime.mheap", "allspans")?,
@@ -377,6 +387,12 @@ fn reach_from_dwarf(
         sudog_c: member(sg, "c")?,
         sudog_elem: member(sg, "elem")?,
         sudog_waitlink: member(sg, "waitlink")?,
+        moduledata_data: member(md, "data")?,
+        moduledata_edata: member(md, "edata")?,
+        moduledata_bss: member(md, "bss")?,
+        moduledata_ebss: member(md, "ebss")?,
+        moduledata_gcdatamask: member(md, "gcdatamask")?,
+        moduledata_gcbssmask: member(md, "gcbssmask")?,
     })
 }
 

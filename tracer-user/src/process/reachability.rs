@@ -51,6 +51,8 @@ const MAX_SPANS: u64 = 1 << 26;
 const MAX_GOROUTINES: u64 = 1 << 24;
 const MAX_SUDOGS: usize = 1 << 16;
 const MAX_SPECIALS: usize = 1 << 22;
+/// Largest data or bss section believed.
+const MAX_GLOBALS: u64 = 1 << 32;
 /// Reads are issued in pieces of at most this size.
 const CHUNK: u64 = 1 << 20;
 /// Objects of one span closer than this are read together.
@@ -69,8 +71,13 @@ pub(crate) struct ReachTarget {
     /// `runtime.mheap_`, when it could be located (None: only goroutines
     /// that can never wake, on nil channels or `select {}`, are proven).
     pub mheap: Option<u64>,
-    /// Data and bss ranges `[start, end)` of the binary: global roots.
+    /// Data and bss ranges `[start, end)` of the binary: global roots,
+    /// scanned conservatively when the moduledata's pointer masks cannot be
+    /// read.
     pub globals: Vec<(u64, u64)>,
+    /// `runtime.firstmoduledata`, whose `gcdatamask`/`gcbssmask` say which
+    /// words of data and bss hold pointers (the precise global roots).
+    pub moduledata: Option<u64>,
     /// Read-rate bound in bytes per second (0: none).
     pub max_bytes_per_s: u64,
 }
@@ -245,6 +252,24 @@ impl<M: ReadMemory> Reader<'_, M> {
         Ok(())
     }
 
+    /// Marks through the words of `[start, end)` whose bit is set in
+    /// `mask` (bit `i`: the word at `start + 8 * i`), read in chunks.
+    fn scan_masked(&mut self, heap: &mut Heap, start: u64, end: u64, mask: &[u8]) -> Result<(), ScanError> {
+        let mut at = start;
+        while at < end {
+            let len = (end - at).min(CHUNK);
+            let buf = self.read(at, len)?;
+            for (k, word) in buf.chunks_exact(8).enumerate() {
+                let i = ((at - start) / 8) as usize + k;
+                if mask.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
+                    heap.mark_words(at + 8 * k as u64, word);
+                }
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
     /// Scans queued objects until none is left, reading neighbours of one
     /// span together.
     fn drain(&mut self, heap: &mut Heap) -> Result<(), ScanError> {
@@ -325,8 +350,17 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
     };
 
     // Roots: globals, specials, stacks of goroutines that may run.
-    for &(start, end) in &target.globals {
-        reader.scan_range(&mut heap, start, end)?;
+    match precise_globals(reader, reach, target)? {
+        Some(ranges) => {
+            for (start, end, mask) in ranges {
+                reader.scan_masked(&mut heap, start, end, &mask)?;
+            }
+        }
+        None => {
+            for &(start, end) in &target.globals {
+                reader.scan_range(&mut heap, start, end)?;
+            }
+        }
     }
     for (span_start, mut special) in specials {
         let mut n = 0;
@@ -392,6 +426,45 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         reachable,
         ..LeakScan::default()
     })
+}
+
+/// The data and bss of the binary with their pointer masks, from
+/// `runtime.firstmoduledata` (`gcdatamask`, `gcbssmask`: built by the
+/// runtime at start-up, one bit per word). None when they cannot be read or
+/// look wrong: the caller then scans the globals conservatively.
+#[allow(clippy::type_complexity)]
+fn precise_globals<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    reach: &ReachLayout,
+    target: &ReachTarget,
+) -> Result<Option<Vec<(u64, u64, Vec<u8>)>>, ScanError> {
+    let Some(md) = target.moduledata else { return Ok(None) };
+    let len = [reach.moduledata_gcdatamask, reach.moduledata_gcbssmask].into_iter().max().unwrap_or(0) + 16;
+    let Ok(record) = reader.read(md, len) else { return Ok(None) };
+    let mut ranges = Vec::new();
+    for (start, end, mask) in [
+        (reach.moduledata_data, reach.moduledata_edata, reach.moduledata_gcdatamask),
+        (reach.moduledata_bss, reach.moduledata_ebss, reach.moduledata_gcbssmask),
+    ] {
+        let (Some(start), Some(end)) = (field_u64(&record, start), field_u64(&record, end)) else { return Ok(None) };
+        let bits = field_u32(&record, mask).map_or(0, u64::from);
+        let bytedata = field_u64(&record, mask + 8).unwrap_or(0);
+        // The range must be one the binary declares, and the mask must cover
+        // it word for word (progToPointerMask(gcdata, end - start)).
+        let declared = target.globals.iter().any(|&(s, e)| s <= start && start < e) || start == end;
+        if end < start || end - start > MAX_GLOBALS || bits != (end - start) / 8 || !declared {
+            return Ok(None);
+        }
+        if start == end {
+            continue;
+        }
+        if bytedata == 0 {
+            return Ok(None);
+        }
+        let Ok(mask) = reader.read(bytedata, bits.div_ceil(8)) else { return Ok(None) };
+        ranges.push((start, end, mask));
+    }
+    Ok(Some(ranges))
 }
 
 /// The stack of a goroutine that may run: from its saved SP (the whole stack

@@ -87,6 +87,12 @@ impl Fake {
             sudog_c: 0x50,
             sudog_elem: 0x10,
             sudog_waitlink: 0x30,
+            moduledata_data: 0x10,
+            moduledata_edata: 0x18,
+            moduledata_bss: 0x20,
+            moduledata_ebss: 0x28,
+            moduledata_gcdatamask: 0x30,
+            moduledata_gcbssmask: 0x40,
         });
         let mut mem = FakeMem::default();
         for (addr, len) in [
@@ -122,6 +128,7 @@ impl Fake {
             allglen: None,
             mheap: Some(MHEAP),
             globals: vec![(GLOBALS, GLOBALS + 0x100)],
+            moduledata: None,
             max_bytes_per_s: 0,
         };
         Fake { mem, target, gs: Vec::new(), sudogs: SUDOGS }
@@ -294,4 +301,46 @@ fn without_the_heap_only_never_waking_goroutines_are_proven() {
     f.goroutine(11, "_Gwaiting", "select (no cases)", &[]);
     f.goroutine(1, "_Gwaiting", "select (no cases)", &[]);
     assert_eq!(f.unreachable(), vec![(11, "select with no cases")]);
+}
+
+#[test]
+fn global_roots_follow_the_moduledata_pointer_masks() {
+    const MODULEDATA: u64 = 0x80_0000;
+    const MASKS: u64 = MODULEDATA + 0x100;
+    let mut f = Fake::new();
+    f.mem.map(MODULEDATA, 0x200);
+    let r = f.target.layout.reach.clone().expect("reach");
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    // Data is the first half of the globals, bss the second; 16 words each.
+    // Word 0 of data holds the channel's address, but as an integer (its
+    // mask bit is clear); word 1 of bss is a pointer.
+    f.mem.put(GLOBALS, obj(2));
+    let (data, bss) = (GLOBALS, GLOBALS + 0x80);
+    for (off, value) in [
+        (r.moduledata_data, data),
+        (r.moduledata_edata, bss),
+        (r.moduledata_bss, bss),
+        (r.moduledata_ebss, GLOBALS + 0x100),
+        (r.moduledata_gcdatamask, 16),
+        (r.moduledata_gcdatamask + 8, MASKS),
+        (r.moduledata_gcbssmask, 16),
+        (r.moduledata_gcbssmask + 8, MASKS + 8),
+    ] {
+        f.mem.put(MODULEDATA + off, value);
+    }
+    f.mem.put_bytes(MASKS, &[0b10, 0]);
+    f.mem.put_bytes(MASKS + 8, &[0b10, 0]);
+    // Without the moduledata every word is a possible pointer.
+    assert_eq!(f.unreachable(), vec![]);
+    f.target.moduledata = Some(MODULEDATA);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A pointer word of bss.
+    f.mem.put(bss + 8, obj(2) + 8);
+    assert_eq!(f.unreachable(), vec![]);
+    f.mem.put(bss + 8, 0);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A mask that does not cover its range is not believed: conservative.
+    f.mem.put(MODULEDATA + r.moduledata_gcdatamask, 15);
+    assert_eq!(f.unreachable(), vec![]);
 }
