@@ -47,6 +47,22 @@ pub(crate) enum PrimitiveWait {
     MayRun,
 }
 
+/// Wait reasons of the runtime's own goroutines parked between rounds of
+/// work that never handles user objects: GC mark workers, the sweeper, the
+/// scavenger, the forced-GC helper. No user pointer is live in their
+/// stacks (Go's GC scans them precisely). Scanned conservatively, their dead
+/// slots would count: a GC worker created during a GC reuses the stack of a
+/// goroutine that exited, with its stale frames, and kept whole leaked
+/// groups "reachable" in Go's leak corpus. Finalizer and cleanup goroutines
+/// run user code, so they are not in this list.
+const RUNTIME_IDLE_WAITS: &[&str] = &["GC worker (idle)", "GC sweep wait", "GC scavenge wait", "force gc (idle)"];
+
+/// Whether a goroutine parked with this wait reason is a runtime goroutine
+/// between rounds of work, whose stack is no root of user objects.
+pub(crate) fn is_runtime_idle(reason: &str) -> bool {
+    RUNTIME_IDLE_WAITS.contains(&reason)
+}
+
 /// Classifies a wait reason (as Go prints it) for the reachability proof.
 pub(crate) fn primitive_wait(reason: &str) -> PrimitiveWait {
     match reason {

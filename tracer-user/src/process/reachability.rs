@@ -15,7 +15,10 @@
 //!    cleanups, ...: the object and the special record), and the stacks of
 //!    goroutines that may run: every goroutine not parked on a primitive,
 //!    the main goroutine, and blocked ones whose primitive is found marked
-//!    (iterated to a fixed point).
+//!    (iterated to a fixed point). Data and bss are scanned through the
+//!    runtime's pointer masks of them (`moduledata.gcdatamask`/`gcbssmask`)
+//!    when they can be read; the stacks of idle GC goroutines are no roots
+//!    (`goruntime::wait::is_runtime_idle`).
 //! 3. Tracing is conservative: every aligned word of a scanned object that
 //!    points into an object marks it; noscan spans are marked, not read.
 //!    As Go does, the `c` and `elem` fields of the sudogs of blocked
@@ -38,7 +41,7 @@ use crate::{
         GoroutineStatus, RuntimeLayout,
         heap::{MAIN_GOID, MAX_STACK, MSPAN_IN_USE, PAGE_SIZE, spanclass_noscan},
         layout::ReachLayout,
-        wait::{PrimitiveWait, primitive_wait},
+        wait::{PrimitiveWait, is_runtime_idle, primitive_wait},
     },
     process::{
         memory::{MemoryError, ReadMemory, field_u8, field_u32, field_u64},
@@ -141,6 +144,9 @@ struct G {
 enum Wait {
     /// May run: its stack is a root.
     MayRun,
+    /// A runtime goroutine idle between rounds of GC work: never leaked, and
+    /// its stack is no root (`goruntime::wait::is_runtime_idle`).
+    RuntimeIdle,
     Never(&'static str),
     /// Blocked on these primitives (any one reachable wakes it).
     On {
@@ -413,7 +419,7 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         .filter_map(|g| {
             let reason = match g.wait {
                 Wait::Never(reason) | Wait::On { reason, .. } => reason,
-                Wait::MayRun => return None,
+                Wait::MayRun | Wait::RuntimeIdle => return None,
             };
             Some(Unreachable { goid: g.goid, signature: g.signature?, reason })
         })
@@ -532,6 +538,7 @@ fn read_goroutines<M: ReadMemory>(
                 }
                 None => Wait::MayRun,
             },
+            (true, _) if is_runtime_idle(reason) => Wait::RuntimeIdle,
             _ => Wait::MayRun,
         };
         goroutines.push(G { goid, signature, status, stack, sched_sp, wait });

@@ -344,3 +344,17 @@ fn global_roots_follow_the_moduledata_pointer_masks() {
     f.mem.put(MODULEDATA + r.moduledata_gcdatamask, 15);
     assert_eq!(f.unreachable(), vec![]);
 }
+
+#[test]
+fn idle_gc_goroutines_stacks_are_no_roots() {
+    let mut f = Fake::new();
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    // A GC worker on a reused stack: a stale word of the previous owner's
+    // frames points at the channel.
+    f.goroutine(11, "_Gwaiting", "GC worker (idle)", &[obj(2)]);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A runnable or user goroutine's stack always counts.
+    f.goroutine(12, "_Gwaiting", "sleep", &[obj(2)]);
+    assert_eq!(f.unreachable(), vec![]);
+}
