@@ -104,6 +104,7 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
             .map(|(start, end)| (start.wrapping_add(bias), end.wrapping_add(bias)))
             .collect(),
         moduledata: binary.moduledata_location().map(|a| a.wrapping_add(bias)),
+        allp: binary.allp_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
     };
     let scanner =

@@ -100,6 +100,12 @@ type reach struct {
 	ModuledataEbss       uint64 `json:"moduledata_ebss"`
 	ModuledataGcdatamask uint64 `json:"moduledata_gcdatamask"`
 	ModuledataGcbssmask  uint64 `json:"moduledata_gcbssmask"`
+	// p.wbBuf and p.gcw with their types' sizes: the GC's buffers inside
+	// each P, integers to Go's GC, never traced.
+	PWbbuf     uint64 `json:"p_wbbuf"`
+	WbbufSize  uint64 `json:"wbbuf_size"`
+	PGcw       uint64 `json:"p_gcw"`
+	GcworkSize uint64 `json:"gcwork_size"`
 }
 
 type structInfo struct {
@@ -179,7 +185,7 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	}
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
 		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true,
-		"runtime.moduledata": true}
+		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true}
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
@@ -314,6 +320,11 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		ModuledataEbss:       req(md, "ebss"),
 		ModuledataGcdatamask: req(md, "gcdatamask"),
 		ModuledataGcbssmask:  req(md, "gcbssmask"),
+
+		PWbbuf:     req("runtime.p", "wbBuf"),
+		WbbufSize:  uint64(structs["runtime.wbBuf"].size),
+		PGcw:       req("runtime.p", "gcw"),
+		GcworkSize: uint64(structs["runtime.gcWork"].size),
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

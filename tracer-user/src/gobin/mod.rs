@@ -467,6 +467,12 @@ impl GoBinary {
     }
 
     /// Static address of `runtime.firstmoduledata`, if it was found.
+    /// `runtime.allp` (the `[]*p` of every P), from the symbol table: None
+    /// when stripped.
+    pub fn allp_location(&self) -> Option<u64> {
+        self.elf.symbol("runtime.allp").map(|sym| sym.addr)
+    }
+
     pub fn moduledata_location(&self) -> Option<u64> {
         self.moduledata.map(|m| m.vaddr)
     }

@@ -25,6 +25,9 @@ pub(crate) const STRUCTS: &[&str] = &[
     "runtime.special",
     "runtime.sudog",
     "runtime.moduledata",
+    "runtime.p",
+    "runtime.wbBuf",
+    "runtime.gcWork",
 ];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
@@ -120,6 +123,13 @@ pub(crate) struct ReachLayout {
     pub moduledata_ebss: u64,
     pub moduledata_gcdatamask: u64,
     pub moduledata_gcbssmask: u64,
+    /// `p.wbBuf` and `p.gcw` with the sizes of `runtime.wbBuf` and
+    /// `runtime.gcWork`: the GC's own buffers inside each P, which hold
+    /// pointers as integers (stale ones too) that Go's GC never traces.
+    pub p_wbbuf: u64,
+    pub wbbuf_size: u64,
+    pub p_gcw: u64,
+    pub gcwork_size: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -393,6 +403,10 @@ fn reach_from_dwarf(
         moduledata_ebss: member(md, "ebss")?,
         moduledata_gcdatamask: member(md, "gcdatamask")?,
         moduledata_gcbssmask: member(md, "gcbssmask")?,
+        p_wbbuf: member("runtime.p", "wbBuf")?,
+        wbbuf_size: size("runtime.wbBuf")?,
+        p_gcw: member("runtime.p", "gcw")?,
+        gcwork_size: size("runtime.gcWork")?,
     })
 }
 

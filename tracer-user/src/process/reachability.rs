@@ -51,6 +51,7 @@ use crate::{
 
 /// Bounds that stop a walk through corrupt or torn memory.
 const MAX_SPANS: u64 = 1 << 26;
+const MAX_PROCS: u64 = 1 << 16;
 const MAX_GOROUTINES: u64 = 1 << 24;
 const MAX_SUDOGS: usize = 1 << 16;
 const MAX_SPECIALS: usize = 1 << 22;
@@ -81,6 +82,9 @@ pub(crate) struct ReachTarget {
     /// `runtime.firstmoduledata`, whose `gcdatamask`/`gcbssmask` say which
     /// words of data and bss hold pointers (the precise global roots).
     pub moduledata: Option<u64>,
+    /// `runtime.allp`, whose Ps' GC buffers (`wbBuf`, `gcw`) are not
+    /// traced (None: every word of a P counts, conservatively).
+    pub allp: Option<u64>,
     /// Read-rate bound in bytes per second (0: none).
     pub max_bytes_per_s: u64,
 }
@@ -332,7 +336,7 @@ pub(crate) fn scan<M: ReadMemory>(mem: &M, target: &ReachTarget) -> LeakScan {
 fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Result<LeakScan, ScanError> {
     let l = &target.layout;
     let reach = l.reach.as_ref();
-    let (mut goroutines, masked) = read_goroutines(reader, target, reach)?;
+    let (mut goroutines, mut masked) = read_goroutines(reader, target, reach)?;
     let (Some(reach), Some(mheap)) = (reach, target.mheap) else {
         // No heap: only goroutines that nothing can ever wake.
         let unreachable = goroutines
@@ -344,6 +348,9 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
             .collect();
         return Ok(LeakScan { unreachable, ..LeakScan::default() });
     };
+    if let Some(allp) = target.allp {
+        mask_gc_buffers(reader, reach, allp, &mut masked)?;
+    }
     let spans = read_spans(reader, reach, mheap)?;
     let n_spans = spans.len() as u64;
     let specials = spans.iter().filter(|(_, sp)| *sp != 0).map(|(s, sp)| (s.start, *sp)).collect::<Vec<_>>();
@@ -432,6 +439,35 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         reachable,
         ..LeakScan::default()
     })
+}
+
+/// Masks the write-barrier buffer and GC work buffer of every P. They keep
+/// pointers as integers, stale ones among them (a `wbBuf` holds the last
+/// pointers stored anywhere, say a channel's address long after the only
+/// goroutine that knew it exited); Go's GC never traces them, so neither
+/// does the proof.
+fn mask_gc_buffers<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    reach: &ReachLayout,
+    allp: u64,
+    masked: &mut HashSet<u64>,
+) -> Result<(), ScanError> {
+    let header = reader.read(allp, 16)?;
+    let (ptr, len) = (field_u64(&header, 0).unwrap_or(0), field_u64(&header, 8).unwrap_or(0));
+    if len > MAX_PROCS {
+        return Err(ScanError::Torn(format!("{len} Ps")));
+    }
+    if ptr == 0 || len == 0 {
+        return Ok(());
+    }
+    let ps = reader.read(ptr, len * 8)?;
+    for p in ps.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&p| p != 0) {
+        for (offset, size) in [(reach.p_wbbuf, reach.wbbuf_size), (reach.p_gcw, reach.gcwork_size)] {
+            let start = p.wrapping_add(offset).next_multiple_of(8);
+            masked.extend((start..p.wrapping_add(offset + size)).step_by(8));
+        }
+    }
+    Ok(())
 }
 
 /// The data and bss of the binary with their pointer masks, from

@@ -93,6 +93,10 @@ impl Fake {
             moduledata_ebss: 0x28,
             moduledata_gcdatamask: 0x30,
             moduledata_gcbssmask: 0x40,
+            p_wbbuf: 0x100,
+            wbbuf_size: 0x20,
+            p_gcw: 0x200,
+            gcwork_size: 0x10,
         });
         let mut mem = FakeMem::default();
         for (addr, len) in [
@@ -129,6 +133,7 @@ impl Fake {
             mheap: Some(MHEAP),
             globals: vec![(GLOBALS, GLOBALS + 0x100)],
             moduledata: None,
+            allp: None,
             max_bytes_per_s: 0,
         };
         Fake { mem, target, gs: Vec::new(), sudogs: SUDOGS }
@@ -356,5 +361,34 @@ fn idle_gc_goroutines_stacks_are_no_roots() {
     assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
     // A runnable or user goroutine's stack always counts.
     f.goroutine(12, "_Gwaiting", "sleep", &[obj(2)]);
+    assert_eq!(f.unreachable(), vec![]);
+}
+
+#[test]
+fn gc_buffers_of_each_p_are_no_pointers() {
+    const ALLP: u64 = 0x90_0000;
+    const P: u64 = ALLP + 0x100;
+    let mut f = Fake::new();
+    f.mem.map(ALLP, 0x400);
+    let r = f.target.layout.reach.clone().expect("reach");
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    // The P is read through a global (conservative without the moduledata)
+    // pointing at a heap object that holds it; here the P itself is
+    // global memory for simplicity: a root range.
+    f.target.globals.push((P, P + 0x300));
+    f.mem.put(ALLP, ALLP + 0x80);
+    f.mem.put(ALLP + 8, 1);
+    f.mem.put(ALLP + 0x80, P);
+    // A stale channel address in the write-barrier buffer.
+    f.mem.put(P + r.p_wbbuf + 0x18, obj(2));
+    assert_eq!(f.unreachable(), vec![], "without allp every word of a P counts");
+    f.target.allp = Some(ALLP);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // And in the GC work buffer.
+    f.mem.put(P + r.p_gcw + 8, obj(2));
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // Any other word of the P is a pointer.
+    f.mem.put(P + r.p_gcw + r.gcwork_size, obj(2));
     assert_eq!(f.unreachable(), vec![]);
 }
