@@ -392,7 +392,7 @@ pub fn run(root: &Path, args: &LeaksArgs) -> Result<()> {
     let versions = if args.go.is_empty() { toolchains::matrix() } else { args.go.clone() };
     // Newest first: it is the reference of the versions without a profile.
     let mut versions = versions;
-    versions.sort_by(|a, b| minor(b).cmp(&minor(a)));
+    versions.sort_by_key(|v| std::cmp::Reverse(minor(v)));
     let toolchains = toolchains::ensure_versions(root, &versions)?;
     let deferscope = build::deferscope(root, true)?;
 
