@@ -88,8 +88,9 @@ struct GoroutineState {
     startpc: u64,
     parent_goid: Option<u64>,
     system: Option<bool>,
-    /// Stack PCs from the last memory read, innermost first.
-    stack: Vec<u64>,
+    /// Stack PCs from the last memory read, innermost first (shared with the
+    /// scanner's cache while the goroutine does not run).
+    stack: std::sync::Arc<[u64]>,
     /// The current block, while memory shows it waiting.
     block: Option<leaks::Block>,
     /// Where the next push or pop event falls on the chain in memory: see
@@ -499,22 +500,28 @@ impl Aggregator {
             } else {
                 Anchor::top_of(gm)
             };
-            let old = std::mem::take(&mut g.sites);
-            g.sites = gm.defer_sites.iter().rev().copied().collect();
-            if !new {
-                grown += (g.sites.len() as u64).saturating_sub(old.len() as u64);
-                shrunk += (old.len() as u64).saturating_sub(g.sites.len() as u64);
-            }
+            // The same chain (a goroutine that has not run) moves nothing
+            // between sites.
+            let moved = (!g.sites.iter().rev().eq(gm.defer_sites.iter())).then(|| {
+                let old = std::mem::take(&mut g.sites);
+                g.sites = gm.defer_sites.iter().rev().copied().collect();
+                if !new {
+                    grown += (g.sites.len() as u64).saturating_sub(old.len() as u64);
+                    shrunk += (old.len() as u64).saturating_sub(g.sites.len() as u64);
+                }
+                (old, g.sites.clone())
+            });
             g.max_depth = g.max_depth.max(g.sites.len() as u64);
             g.ignore_before_ns = scan.t_start_ns;
             g.has_baseline = baseline_ok || !events_define_depth;
             g.depth_exact = gm.consistent && (baseline_ok || !events_define_depth);
-            let new_sites = g.sites.clone();
-            for pc in old {
-                self.remove_live(pc);
-            }
-            for pc in new_sites {
-                self.add_live(pc);
+            if let Some((old, new_sites)) = moved {
+                for pc in old {
+                    self.remove_live(pc);
+                }
+                for pc in new_sites {
+                    self.add_live(pc);
+                }
             }
         }
         // Goroutines that memory no longer shows and that did nothing since

@@ -47,11 +47,11 @@ fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> ScannedGoro
         parent_goid: Some(1),
         sched_sp: 0,
         sched_pc: 0,
-        defer_sites: sites_newest_first.to_vec(),
+        defer_sites: sites_newest_first.into(),
         records: Vec::new(),
         consistent,
         tracking_seq: Some(1),
-        stack_pcs: vec![0x500, 0x9000],
+        stack_pcs: [0x500, 0x9000].into(),
     }
 }
 

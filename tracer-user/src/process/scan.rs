@@ -5,7 +5,7 @@
 //! how it resynchronises: events give changes, memory gives the truth for a
 //! goroutine that is not running. A chain is only trusted when the goroutine
 //! could not run while it was read (see [`ScannedGoroutine::consistent`]).
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -34,7 +34,9 @@ pub struct ScannedGoroutine {
     pub sched_pc: u64,
     /// Call sites (return addresses) of the defer records, newest first.
     /// 0 where the record does not say (pending range-over-func records).
-    pub defer_sites: Vec<u64>,
+    /// Shared with the scanner's cache and the aggregator: a goroutine that
+    /// has not run costs no copy of its chain.
+    pub defer_sites: Arc<[u64]>,
     /// The records of the chain as walked, newest first (empty when the
     /// chain came from the cache or the walk was cut short): where probe
     /// events that name a record fall on `defer_sites`.
@@ -46,8 +48,8 @@ pub struct ScannedGoroutine {
     /// running, so a change between two reads proves it ran in between.
     pub tracking_seq: Option<u8>,
     /// Stack PCs innermost first, for goroutines that are not running
-    /// (empty otherwise). See `stack::unwind`.
-    pub stack_pcs: Vec<u64>,
+    /// (empty otherwise). See `stack::unwind`. Shared like `defer_sites`.
+    pub stack_pcs: Arc<[u64]>,
 }
 
 /// A record linked on a goroutine's chain, as read: its address and the
@@ -125,8 +127,8 @@ struct Unchanged {
 
 struct Cached {
     key: Unchanged,
-    defer_sites: Vec<u64>,
-    stack_pcs: Vec<u64>,
+    defer_sites: Arc<[u64]>,
+    stack_pcs: Arc<[u64]>,
 }
 
 /// No real program holds this many records on one goroutine (8 GiB of
@@ -139,6 +141,36 @@ const MAX_GOROUTINES: u64 = 1 << 24;
 /// truncated). A walk is torn only when it reaches the top record in the
 /// microseconds it is being popped or pushed, so few are needed.
 const MAX_WALK_ATTEMPTS: u32 = 8;
+/// The `g` structs sit side by side in the heap's spans: sorted by address,
+/// runs of them are read with one `pread` each instead of one per g. A gap
+/// up to this size between two gs is read through (cheaper than a syscall),
+/// and a run is at most [`MAX_RUN_BYTES`] long.
+const MAX_RUN_GAP: u64 = 4 << 10;
+const MAX_RUN_BYTES: u64 = 256 << 10;
+
+/// Splits sorted g addresses into runs read in one piece: see
+/// [`MAX_RUN_GAP`].
+fn g_runs(sorted: &[u64], g_size: u64) -> Vec<&[u64]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.len() {
+        let ends_run = match (sorted.get(start), sorted.get(i - 1), sorted.get(i)) {
+            (Some(&first), Some(&prev), Some(&next)) => {
+                next.saturating_sub(prev.saturating_add(g_size)) > MAX_RUN_GAP
+                    || next.saturating_add(g_size).saturating_sub(first) > MAX_RUN_BYTES
+                    || prev.checked_add(g_size).is_none_or(|end| end > next)
+            }
+            _ => true,
+        };
+        if ends_run {
+            if let Some(run) = sorted.get(start..i) {
+                runs.push(run);
+            }
+            start = i;
+        }
+    }
+    runs
+}
 
 impl<M: ReadMemory> GoroutineScanner<M> {
     pub fn new(mem: M, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
@@ -168,20 +200,46 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         Ok(raw.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&g| g != 0).collect())
     }
 
-    /// Reads every live goroutine and its defer chain.
+    /// Reads every live goroutine and its defer chain, in the order of the
+    /// gs' addresses.
     pub fn scan(&self) -> Result<GoroutineScan, MemoryError> {
         let t_start_ns = monotonic_ns();
-        let mut goroutines = Vec::new();
+        let mut addresses = self.all_g_addresses()?;
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut goroutines = Vec::with_capacity(addresses.len());
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next_cache = HashMap::with_capacity_and_hasher(cache.len(), Default::default());
-        for g_addr in self.all_g_addresses()? {
-            // A g can be freed and reused while we read; an unreadable one is
-            // skipped rather than failing the whole scan.
-            if let Ok(Some((g, cached))) = self.read_goroutine_cached(g_addr, &cache) {
-                if let Some(cached) = cached {
-                    next_cache.insert(g.goid, cached);
+        let g_size = self.layout.g_size;
+        let mut run_bytes = Vec::new();
+        for run in g_runs(&addresses, g_size) {
+            let (Some(&first), Some(&last)) = (run.first(), run.last()) else { continue };
+            run_bytes.resize(usize::try_from(last - first + g_size).unwrap_or(0), 0);
+            // A run that spans an unmapped gap (or a g freed with its span)
+            // is read one g at a time.
+            let whole = self.mem.read_exact(first, &mut run_bytes).is_ok();
+            for &g_addr in run {
+                let at = usize::try_from(g_addr - first).unwrap_or(usize::MAX);
+                let one;
+                let bytes = match run_bytes.get(at..at.saturating_add(g_size as usize)) {
+                    Some(bytes) if whole => bytes,
+                    _ => match self.read_g(g_addr) {
+                        Ok(bytes) => {
+                            one = bytes;
+                            &one[..]
+                        }
+                        // A g can be freed and reused while we read; an
+                        // unreadable one is skipped rather than failing the
+                        // whole scan.
+                        Err(_) => continue,
+                    },
+                };
+                if let Ok(Some((g, cached))) = self.read_goroutine_cached(g_addr, bytes, &cache) {
+                    if let Some(cached) = cached {
+                        next_cache.insert(g.goid, cached);
+                    }
+                    goroutines.push(g);
                 }
-                goroutines.push(g);
             }
         }
         *cache = next_cache;
@@ -197,34 +255,34 @@ impl<M: ReadMemory> GoroutineScanner<M> {
     fn read_goroutine_cached(
         &self,
         g_addr: u64,
+        before: &[u8],
         cache: &HashMap<u64, Cached>,
     ) -> Result<Option<(ScannedGoroutine, Option<Cached>)>, MemoryError> {
         let l = &self.layout;
-        let before = self.read_g(g_addr)?;
-        let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
+        let raw_status = field_u32(before, l.g_atomicstatus).unwrap_or(u32::MAX);
         let status = l.g_statuses.decode(raw_status);
         if !status.is_live() {
             return Ok(None);
         }
-        let goid = field_u64(&before, l.g_goid).unwrap_or(0);
+        let goid = field_u64(before, l.g_goid).unwrap_or(0);
         let sched = l.g_sched;
-        let key = l.g_tracking_seq.and_then(|off| field_u8(&before, off)).map(|tracking_seq| Unchanged {
+        let key = l.g_tracking_seq.and_then(|off| field_u8(before, off)).map(|tracking_seq| Unchanged {
             g_addr,
             raw_status,
-            head: field_u64(&before, l.g_defer).unwrap_or(0),
-            sched_pc: field_u64(&before, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
-            sched_sp: field_u64(&before, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
-            sched_bp: field_u64(&before, sched.saturating_add(l.gobuf_bp)).unwrap_or(0),
+            head: field_u64(before, l.g_defer).unwrap_or(0),
+            sched_pc: field_u64(before, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
+            sched_sp: field_u64(before, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
+            sched_bp: field_u64(before, sched.saturating_add(l.gobuf_bp)).unwrap_or(0),
             tracking_seq,
         });
         let reusable = key.filter(|_| !status.may_change_chain());
         if let Some(hit) = reusable.and_then(|key| cache.get(&goid).filter(|c| c.key == key)) {
-            let chain = Chain { sites: hit.defer_sites.clone(), ..Chain::default() };
-            let g = self.goroutine_from(&before, status, chain, true, hit.stack_pcs.clone());
+            let g =
+                self.goroutine_from(before, status, hit.defer_sites.clone(), Vec::new(), true, hit.stack_pcs.clone());
             let again = Cached { key: hit.key, defer_sites: hit.defer_sites.clone(), stack_pcs: hit.stack_pcs.clone() };
             return Ok(Some((g, Some(again))));
         }
-        let Some(g) = self.read_goroutine_from(g_addr, before)? else { return Ok(None) };
+        let Some(g) = self.read_goroutine_from(g_addr, before.to_vec())? else { return Ok(None) };
         let cached = reusable.filter(|_| g.consistent).map(|key| Cached {
             key,
             defer_sites: g.defer_sites.clone(),
@@ -269,12 +327,13 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         let stack_lo = field_u64(&before, l.g_stack_lo).unwrap_or(0);
         let stack_hi = field_u64(&before, l.g_stack_hi).unwrap_or(0);
         // Only a goroutine that is off-CPU has meaningful saved registers.
-        let stack_pcs = if status.has_saved_registers() {
-            stack::unwind(&self.mem, sched_pc, sched_bp, stack_lo, stack_hi)
+        let stack_pcs: Arc<[u64]> = if status.has_saved_registers() {
+            stack::unwind(&self.mem, sched_pc, sched_bp, stack_lo, stack_hi).into()
         } else {
-            Vec::new()
+            Arc::new([])
         };
-        Ok(Some(self.goroutine_from(&before, status, chain, consistent, stack_pcs)))
+        let consistent = consistent && !chain.truncated;
+        Ok(Some(self.goroutine_from(&before, status, chain.sites.into(), chain.records, consistent, stack_pcs)))
     }
 
     /// Assembles a [`ScannedGoroutine`] from a read of its g.
@@ -282,9 +341,10 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         &self,
         g: &[u8],
         status: GoroutineStatus,
-        chain: Chain,
+        defer_sites: Arc<[u64]>,
+        records: Vec<RecordMark>,
         consistent: bool,
-        stack_pcs: Vec<u64>,
+        stack_pcs: Arc<[u64]>,
     ) -> ScannedGoroutine {
         let l = &self.layout;
         let sched = l.g_sched;
@@ -298,9 +358,9 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             parent_goid: l.g_parent_goid.and_then(|off| field_u64(g, off)),
             sched_sp: field_u64(g, sched.saturating_add(l.gobuf_sp)).unwrap_or(0),
             sched_pc: field_u64(g, sched.saturating_add(l.gobuf_pc)).unwrap_or(0),
-            defer_sites: chain.sites,
-            records: chain.records,
-            consistent: consistent && !chain.truncated,
+            defer_sites,
+            records,
+            consistent,
             tracking_seq: l.g_tracking_seq.and_then(|off| field_u8(g, off)),
             stack_pcs,
         }
@@ -533,7 +593,7 @@ mod tests {
         let scanner = rt.scanner();
         let scan = scanner.scan().expect("scan");
         let g = &scan.goroutines[0];
-        assert_eq!(g.defer_sites, vec![30, 20, 10], "newest first");
+        assert_eq!(g.defer_sites[..], [30, 20, 10], "newest first");
         assert!(g.consistent);
         assert_eq!(g.status, GoroutineStatus::Waiting);
     }
@@ -550,10 +610,10 @@ mod tests {
         // trackingSeq as before): the cache answers, proving it is used.
         let l = rt.layout.clone();
         rt.defers[0][l.defer_pc as usize] = 99;
-        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites, vec![20, 10]);
+        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites[..], [20, 10]);
         // It ran in between (trackingSeq moved): read afresh.
         rt.set_tracking_seq(8);
-        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites, vec![20, 99]);
+        assert_eq!(scanner.scan().expect("snapshot").goroutines[0].defer_sites[..], [20, 99]);
         // A running goroutine is never served from the cache, nor consistent.
         rt.set_status("_Grunning");
         assert_eq!(depth(&scanner), (2, false));
@@ -565,7 +625,7 @@ mod tests {
         rt.push(10, false);
         rt.push(20, true); // converted header: linked, no function
         rt.push(30, false);
-        assert_eq!(rt.scanner().scan().expect("snapshot").goroutines[0].defer_sites, vec![30, 10]);
+        assert_eq!(rt.scanner().scan().expect("snapshot").goroutines[0].defer_sites[..], [30, 10]);
     }
 
     /// Found by the memory_scan fuzz target: a record linking back into the
@@ -620,6 +680,23 @@ mod tests {
         assert!(!g.consistent);
         assert!(g.records.is_empty(), "no records to place events on");
         assert!(rt.scanner().walk_chain(rt.defers[0].as_ptr() as u64).torn);
+    }
+
+    #[test]
+    fn neighbouring_gs_are_read_in_runs() {
+        let g = 448;
+        // Side by side, then a gap read through, then one too far.
+        let sorted = [0x1000, 0x1000 + g, 0x1000 + 2 * g + 100, 0x1000 + 3 * g + MAX_RUN_GAP + 200];
+        assert_eq!(g_runs(&sorted, g), vec![&sorted[..3], &sorted[3..]]);
+        // A run ends before it grows past MAX_RUN_BYTES.
+        let many: Vec<u64> = (0..2 * MAX_RUN_BYTES / g).map(|i| 0x10_0000 + i * g).collect();
+        let runs = g_runs(&many, g);
+        assert!(runs.len() >= 2 && runs.iter().all(|r| r.len() as u64 * g <= MAX_RUN_BYTES), "{}", runs.len());
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), many.len());
+        // Overlapping "gs" (a corrupt allgs) are never one run.
+        assert_eq!(g_runs(&[0x1000, 0x1010], g).len(), 2);
+        assert!(g_runs(&[], g).is_empty());
+        assert_eq!(g_runs(&[u64::MAX - 8], g), vec![&[u64::MAX - 8][..]]);
     }
 
     #[test]
