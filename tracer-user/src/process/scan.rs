@@ -108,7 +108,14 @@ pub struct GoroutineScanner<M = ProcessMemory> {
     /// goroutine has provably not run since (see [`Unchanged`]): a server
     /// with 100k parked goroutines costs one read of each g per scan,
     /// not a walk of every chain and stack.
-    cache: Mutex<HashMap<u64, Cached>>,
+    cache: Mutex<ScanCache>,
+}
+
+#[derive(Default)]
+struct ScanCache {
+    by_goid: HashMap<u64, Cached>,
+    /// Bumped by every scan; entries not refreshed by the last one are gone.
+    generation: u64,
 }
 
 /// Everything that would differ if a goroutine had run since the last read:
@@ -127,6 +134,8 @@ struct Unchanged {
 
 struct Cached {
     key: Unchanged,
+    /// The scan that last found the goroutine.
+    generation: u64,
     defer_sites: Arc<[u64]>,
     stack_pcs: Arc<[u64]>,
 }
@@ -174,7 +183,7 @@ fn g_runs(sorted: &[u64], g_size: u64) -> Vec<&[u64]> {
 
 impl<M: ReadMemory> GoroutineScanner<M> {
     pub fn new(mem: M, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
-        Self { mem, layout, allgs, allglen, cache: Mutex::new(HashMap::default()) }
+        Self { mem, layout, allgs, allglen, cache: Mutex::new(ScanCache::default()) }
     }
 
     pub fn layout(&self) -> &RuntimeLayout {
@@ -209,7 +218,9 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         addresses.dedup();
         let mut goroutines = Vec::with_capacity(addresses.len());
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next_cache = HashMap::with_capacity_and_hasher(cache.len(), Default::default());
+        // Updated in place: most entries of a large program stay as they are.
+        cache.generation = cache.generation.wrapping_add(1);
+        let ScanCache { by_goid, generation } = &mut *cache;
         let g_size = self.layout.g_size;
         let mut run_bytes = Vec::new();
         for run in g_runs(&addresses, g_size) {
@@ -234,15 +245,13 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                         Err(_) => continue,
                     },
                 };
-                if let Ok(Some((g, cached))) = self.read_goroutine_cached(g_addr, bytes, &cache) {
-                    if let Some(cached) = cached {
-                        next_cache.insert(g.goid, cached);
-                    }
+                if let Ok(Some(g)) = self.read_goroutine_cached(g_addr, bytes, by_goid, *generation) {
                     goroutines.push(g);
                 }
             }
         }
-        *cache = next_cache;
+        let generation = *generation;
+        by_goid.retain(|_, cached| cached.generation == generation);
         Ok(GoroutineScan { t_start_ns, t_end_ns: monotonic_ns(), goroutines })
     }
 
@@ -251,13 +260,15 @@ impl<M: ReadMemory> GoroutineScanner<M> {
     }
 
     /// Reads one goroutine (None for a dead g), reusing its chain and stack
-    /// from `cache` when it has not run since; also returns what to cache.
+    /// from `cache` when it has not run since, and caching them (as of
+    /// `generation`) when it cannot run.
     fn read_goroutine_cached(
         &self,
         g_addr: u64,
         before: &[u8],
-        cache: &HashMap<u64, Cached>,
-    ) -> Result<Option<(ScannedGoroutine, Option<Cached>)>, MemoryError> {
+        cache: &mut HashMap<u64, Cached>,
+        generation: u64,
+    ) -> Result<Option<ScannedGoroutine>, MemoryError> {
         let l = &self.layout;
         let raw_status = field_u32(before, l.g_atomicstatus).unwrap_or(u32::MAX);
         let status = l.g_statuses.decode(raw_status);
@@ -276,19 +287,18 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             tracking_seq,
         });
         let reusable = key.filter(|_| !status.may_change_chain());
-        if let Some(hit) = reusable.and_then(|key| cache.get(&goid).filter(|c| c.key == key)) {
+        if let Some(hit) = reusable.and_then(|key| cache.get_mut(&goid).filter(|c| c.key == key)) {
+            hit.generation = generation;
             let g =
                 self.goroutine_from(before, status, hit.defer_sites.clone(), Vec::new(), true, hit.stack_pcs.clone());
-            let again = Cached { key: hit.key, defer_sites: hit.defer_sites.clone(), stack_pcs: hit.stack_pcs.clone() };
-            return Ok(Some((g, Some(again))));
+            return Ok(Some(g));
         }
         let Some(g) = self.read_goroutine_from(g_addr, before.to_vec())? else { return Ok(None) };
-        let cached = reusable.filter(|_| g.consistent).map(|key| Cached {
-            key,
-            defer_sites: g.defer_sites.clone(),
-            stack_pcs: g.stack_pcs.clone(),
-        });
-        Ok(Some((g, cached)))
+        if let Some(key) = reusable.filter(|_| g.consistent) {
+            let cached = Cached { key, generation, defer_sites: g.defer_sites.clone(), stack_pcs: g.stack_pcs.clone() };
+            cache.insert(g.goid, cached);
+        }
+        Ok(Some(g))
     }
 
     fn read_goroutine_from(&self, g_addr: u64, mut before: Vec<u8>) -> Result<Option<ScannedGoroutine>, MemoryError> {

@@ -13,6 +13,11 @@ use crate::process::memory::ReadMemory;
 /// a few callers up; deeper stacks are cut (and marked so by the caller).
 pub const MAX_FRAMES: usize = 48;
 
+/// Bytes of stack read in one piece from the innermost frame record up: a
+/// parked goroutine's frames usually all sit in it, so its stack costs one
+/// read instead of one per frame. Records above it are read one by one.
+const WINDOW: u64 = 4 << 10;
+
 /// Program counters, innermost first. The first is where the goroutine will
 /// resume (`sched.pc`); the others are return addresses.
 pub fn unwind<M: ReadMemory + ?Sized>(mem: &M, pc: u64, bp: u64, stack_lo: u64, stack_hi: u64) -> Vec<u64> {
@@ -21,14 +26,22 @@ pub fn unwind<M: ReadMemory + ?Sized>(mem: &M, pc: u64, bp: u64, stack_lo: u64, 
         return pcs;
     }
     pcs.push(pc);
+    let window_len = stack_hi.saturating_sub(bp).min(WINDOW);
+    let mut window = vec![0u8; usize::try_from(window_len).unwrap_or(0)];
+    if bp < stack_lo || mem.read_exact(bp, &mut window).is_err() {
+        window.clear();
+    }
     let mut fp = bp;
     // A frame record must lie inside the goroutine's stack, and each caller's
     // record sits above the callee's: anything else means a torn read or the
     // end of the chain.
     while pcs.len() < MAX_FRAMES && fp >= stack_lo && fp.saturating_add(16) <= stack_hi && fp.is_multiple_of(8) {
         let mut record = [0u8; 16];
-        if mem.read_exact(fp, &mut record).is_err() {
-            break;
+        let in_window = usize::try_from(fp.saturating_sub(bp)).ok().and_then(|at| window.get(at..at.checked_add(16)?));
+        match in_window {
+            Some(bytes) => record.copy_from_slice(bytes),
+            None if mem.read_exact(fp, &mut record).is_ok() => {}
+            None => break,
         }
         let next_fp = u64::from_le_bytes(record[0..8].try_into().unwrap_or_default());
         let ret = u64::from_le_bytes(record[8..16].try_into().unwrap_or_default());
