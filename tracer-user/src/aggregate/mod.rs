@@ -594,12 +594,13 @@ impl Aggregator {
         let mut system_cache: HashMap<u64, bool> = HashMap::default();
         let mut live = 0;
         let wait_reasons = &self.wait_reasons;
-        // First pass, over every goroutine: what counts and what leaks (the
-        // `--top` cap applies to the listing only).
-        let mut derived: Vec<(u64, Derived)> = Vec::with_capacity(self.goroutines.len());
+        // One pass over every goroutine: what counts, what leaks, and its
+        // view (the `--top` cap applies to the listing only, after sorting;
+        // no intermediate copy per goroutine: with 100k of them it counts).
+        let mut goroutines: Vec<GoroutineView> = Vec::with_capacity(self.goroutines.len());
         let mut groups: HashMap<GroupKey, model::LeakGroup> = HashMap::default();
-        let goroutines = &self.goroutines;
-        self.prover.retain(|goid| goroutines.contains_key(&goid));
+        let tracked = &self.goroutines;
+        self.prover.retain(|goid| tracked.contains_key(&goid));
         let heap_scanned = self.last_leak_scan.as_ref().is_some_and(|s| s.heap_traced);
         for (goid, g) in self.goroutines.iter_mut() {
             if g.system.is_none() && g.startpc != 0 {
@@ -654,26 +655,30 @@ impl Aggregator {
                 group.oldest_blocked_s = group.oldest_blocked_s.max(blocked_s);
                 group.sample_goids.push(*goid);
             }
-            let depth = g.sites.len();
-            derived.push((
-                *goid,
-                Derived {
-                    depth,
-                    status,
-                    wait_reason,
-                    blocked_for_ns,
-                    blocked_at,
-                    leaked,
-                    stuck,
-                    leak_reason,
-                    unreachable_for_s,
-                    created_by,
-                    system,
-                },
-            ));
+            goroutines.push(GoroutineView {
+                goid: *goid,
+                state: status,
+                wait_reason,
+                defer_depth: g.sites.len() as u64,
+                max_defer_depth: g.max_depth,
+                top_defer_site: g.sites.last().and_then(|&pc| sym.call_site(pc)),
+                created_by,
+                start_function: (g.startpc != 0).then(|| sym.function_at(g.startpc)).flatten(),
+                parent_goid: g.parent_goid,
+                system,
+                depth_exact: g.depth_exact,
+                blocked_for_s: blocked_for_ns.map(|ns| ns as f64 / 1e9),
+                blocked_at,
+                leaked,
+                stuck,
+                leak_reason,
+                unreachable_for_s,
+                stack: inputs.details.then(|| symbolize_stack(&g.stack, sym)),
+                defer_chain: inputs.details.then(|| defer_chain(&g.sites, sym)),
+            });
         }
         self.totals.goroutines_live = live;
-        self.totals.goroutines_total = derived.len() as u64;
+        self.totals.goroutines_total = goroutines.len() as u64;
         // Growth, per group, since it appeared (groups that vanished forget).
         self.group_history.retain(|key, _| groups.contains_key(key));
         let mut leak_groups: Vec<model::LeakGroup> = groups
@@ -698,33 +703,8 @@ impl Aggregator {
         self.totals.goroutines_stuck = sum(Verdict::Stuck);
 
         // Deepest first, then by goid (unique keys: an unstable sort is exact).
-        derived.sort_unstable_by(|a, b| b.1.depth.cmp(&a.1.depth).then(a.0.cmp(&b.0)));
-        let limit = inputs.top.unwrap_or(usize::MAX);
-        let mut goroutines = Vec::with_capacity(derived.len().min(limit));
-        for (goid, d) in derived.into_iter().take(limit) {
-            let Some(g) = self.goroutines.get(&goid) else { continue };
-            goroutines.push(GoroutineView {
-                goid,
-                state: d.status,
-                wait_reason: d.wait_reason,
-                defer_depth: g.sites.len() as u64,
-                max_defer_depth: g.max_depth,
-                top_defer_site: g.sites.last().and_then(|&pc| sym.call_site(pc)),
-                created_by: d.created_by,
-                start_function: (g.startpc != 0).then(|| sym.function_at(g.startpc)).flatten(),
-                parent_goid: g.parent_goid,
-                system: d.system,
-                depth_exact: g.depth_exact,
-                blocked_for_s: d.blocked_for_ns.map(|ns| ns as f64 / 1e9),
-                blocked_at: d.blocked_at,
-                leaked: d.leaked,
-                stuck: d.stuck,
-                leak_reason: d.leak_reason,
-                unreachable_for_s: d.unreachable_for_s,
-                stack: inputs.details.then(|| symbolize_stack(&g.stack, sym)),
-                defer_chain: inputs.details.then(|| defer_chain(&g.sites, sym)),
-            });
-        }
+        goroutines.sort_unstable_by(|a, b| b.defer_depth.cmp(&a.defer_depth).then(a.goid.cmp(&b.goid)));
+        goroutines.truncate(inputs.top.unwrap_or(usize::MAX));
         let mut sites: Vec<(u64, SiteStats)> = self.sites.iter().map(|(pc, s)| (*pc, *s)).collect();
         sites.sort_by(|a, b| b.1.live.cmp(&a.1.live).then(b.1.pushed.cmp(&a.1.pushed)).then(a.0.cmp(&b.0)));
         // Several return addresses can share one source line (e.g. a defer
@@ -779,21 +759,6 @@ impl Aggregator {
             estimated: self.estimated.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
-}
-
-/// What the first rendering pass works out per goroutine.
-struct Derived {
-    depth: usize,
-    status: GoroutineStatus,
-    wait_reason: Option<String>,
-    blocked_for_ns: Option<u64>,
-    blocked_at: Option<Site>,
-    leaked: bool,
-    stuck: bool,
-    leak_reason: Option<String>,
-    unreachable_for_s: Option<f64>,
-    created_by: Option<Site>,
-    system: bool,
 }
 
 /// The innermost frame of a blocked goroutine outside the blocking

@@ -4,7 +4,11 @@ use std::io::{self, Write};
 use crate::aggregate::model::Snapshot;
 
 pub(crate) fn write_line(out: &mut impl Write, snapshot: &Snapshot) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, snapshot).map_err(io::Error::other)?;
+    // serde_json writes a field at a time; stdout's line buffer would search
+    // every piece for a newline (a third of deferscope's CPU with 100k
+    // goroutines listed).
+    let mut out = io::BufWriter::with_capacity(64 << 10, out);
+    serde_json::to_writer(&mut out, snapshot).map_err(io::Error::other)?;
     out.write_all(b"\n")?;
     out.flush()
 }
