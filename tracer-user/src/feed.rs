@@ -28,8 +28,14 @@ pub(crate) fn channel() -> (FeedPublisher, SnapshotFeed) {
 }
 
 impl FeedPublisher {
-    /// Makes `snapshot` the newest one.
+    /// Makes `snapshot` the newest one. With no reader left (`--json` or
+    /// `--once` without `/metrics`) it is not kept: holding the previous
+    /// snapshot while the next is built doubles the peak memory (~33 MiB at
+    /// 100k goroutines).
     pub(crate) fn publish(&self, snapshot: Snapshot) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
         self.0.send_replace(Some(Arc::new(snapshot)));
     }
 }

@@ -191,6 +191,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
     drain(events.get_mut(), &mut aggregator);
     aggregator.apply_scan(&first);
+    // Not kept for the session: at 100k goroutines it is ~14 MiB.
+    drop(first);
 
     let stop = Arc::new(Notify::new());
     let tui = (mode == OutputMode::Tui).then(|| {
