@@ -67,7 +67,9 @@ pub struct Event {
     pub aux: u64,
     /// Kernel thread id of the M that ran the probe.
     pub tid: u32,
-    pub _pad: u32,
+    /// The traced process (its tgid in the initial PID namespace): one
+    /// probe object serves every traced process, events are routed by this.
+    pub tgid: u32,
 }
 
 /// Every runtime function deferscope can probe; the index into `PROBE_HITS`.
@@ -132,32 +134,51 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
-/// Names of the read-only globals that userspace sets before loading.
-pub mod globals {
-    /// `u32`: the target's tgid (in the initial PID namespace).
-    pub const TARGET_TGID: &str = "TARGET_TGID";
-    /// `u64`: offset of `g.goid`.
-    pub const GOID_OFFSET: &str = "GOID_OFFSET";
-    /// `u64`: offset of `g.parentGoid`, or [`NO_OFFSET`].
-    pub const PARENT_GOID_OFFSET: &str = "PARENT_GOID_OFFSET";
-    /// `u64`: offset of `g.gopc`.
-    pub const GOPC_OFFSET: &str = "GOPC_OFFSET";
-    /// `u64`: offset of `g.startpc`.
-    pub const STARTPC_OFFSET: &str = "STARTPC_OFFSET";
-    /// `u64`: offset of `g._defer`.
-    pub const G_DEFER_OFFSET: &str = "G_DEFER_OFFSET";
-    /// `u64`: offset of `_defer.fn`.
-    pub const DEFER_FN_OFFSET: &str = "DEFER_FN_OFFSET";
-    /// `u64`: offset of `_defer.link`.
-    pub const DEFER_LINK_OFFSET: &str = "DEFER_LINK_OFFSET";
-    /// `u64`: offset of `_defer.openDefer`, or [`NO_OFFSET`] (Go ≥ 1.22).
-    pub const OPEN_DEFER_OFFSET: &str = "OPEN_DEFER_OFFSET";
-    /// Marks an absent field.
-    pub const NO_OFFSET: u64 = u64::MAX;
+/// How many processes the `PROCESSES` and `PROBE_HITS` maps can hold: the
+/// ceiling of `--max-processes`.
+pub const MAX_PROCESSES: u32 = 4096;
+
+/// Marks an absent field in [`ProcessParams`].
+pub const NO_OFFSET: u64 = u64::MAX;
+
+/// What the probes need to know about one traced process (its Go runtime's
+/// struct offsets differ per Go version), in the `PROCESSES` map keyed by
+/// tgid. A probe hit of a process without an entry is ignored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessParams {
+    /// Offset of `g.goid`.
+    pub goid_offset: u64,
+    /// Offset of `g.parentGoid`, or [`NO_OFFSET`].
+    pub parent_goid_offset: u64,
+    /// Offset of `g.gopc`.
+    pub gopc_offset: u64,
+    /// Offset of `g.startpc`.
+    pub startpc_offset: u64,
+    /// Offset of `g._defer`.
+    pub g_defer_offset: u64,
+    /// Offset of `_defer.fn`.
+    pub defer_fn_offset: u64,
+    /// Offset of `_defer.link`.
+    pub defer_link_offset: u64,
+    /// Offset of `_defer.openDefer`, or [`NO_OFFSET`] (Go ≥ 1.22).
+    pub open_defer_offset: u64,
+}
+
+/// Hits per probe of one process (index: [`ProbeId`]), in the per-CPU
+/// `PROBE_HITS` map keyed by tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessHits {
+    pub hits: [u64; PROBE_COUNT as usize],
 }
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers, every bit pattern is valid.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcessParams {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcessHits {}
 }

@@ -13,30 +13,18 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::ProbeContext,
 };
-use tracer_common::{Event, EventKind, PROBE_COUNT, ProbeId, UNKNOWN_RECORD, counter, globals::NO_OFFSET};
+use tracer_common::{
+    Event, EventKind, MAX_PROCESSES, NO_OFFSET, ProbeId, ProcessHits, ProcessParams, UNKNOWN_RECORD, counter,
+};
 
-/// Filled in by userspace before loading (see `tracer_common::globals`).
-#[unsafe(no_mangle)]
-static TARGET_TGID: u32 = 0;
-#[unsafe(no_mangle)]
-static GOID_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static PARENT_GOID_OFFSET: u64 = NO_OFFSET;
-#[unsafe(no_mangle)]
-static GOPC_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static STARTPC_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static G_DEFER_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static DEFER_FN_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static DEFER_LINK_OFFSET: u64 = 0;
-#[unsafe(no_mangle)]
-static OPEN_DEFER_OFFSET: u64 = NO_OFFSET;
+/// Every traced process, by tgid: one loaded object serves them all, each
+/// process's Go version has its own offsets. Written by userspace before it
+/// attaches to a process, removed after it detaches.
+#[map]
+static PROCESSES: HashMap<u32, ProcessParams> = HashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// 16 MiB: about 262k events (64 bytes each: the 56-byte `Event` and the ring
 /// buffer's 8-byte record header), over a second of the fastest probe rate
@@ -44,22 +32,41 @@ static OPEN_DEFER_OFFSET: u64 = NO_OFFSET;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
-/// Hits per probe (index: `ProbeId`), counted before any filtering so the
-/// tracer's own cost is visible.
+/// Hits per probe of each traced process (entries made by userspace with
+/// the `PROCESSES` entry), counted before any filtering so the tracer's own
+/// cost is visible, per process for the overhead governor.
 #[map]
-static PROBE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROBE_COUNT, 0);
+static PROBE_HITS: PerCpuHashMap<u32, ProcessHits> = PerCpuHashMap::with_max_entries(MAX_PROCESSES, 0);
 
 /// Health counters (index: `tracer_common::counter`).
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 #[inline(always)]
-fn global<T: Copy>(v: &'static T) -> T {
-    // Read through a volatile pointer so the compiler cannot fold the
-    // load-time value (set by userspace) into the constant default.
-    // SAFETY: `v` is a reference to a static, so the pointer is non-null,
-    // aligned and valid for reads of an initialised `T`.
-    unsafe { core::ptr::read_volatile(v) }
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Counts a hit of `probe` for the current process, then returns its
+/// parameters: `None` for a process deferscope does not trace (the perf
+/// links are scoped to the traced processes' mm; this is a second guard
+/// in case a scope is ever widened, and the race at detach).
+#[inline(always)]
+fn hit(probe: ProbeId) -> Option<ProcessParams> {
+    let tgid = current_tgid();
+    if let Some(slot) = PROBE_HITS.get_ptr_mut(tgid) {
+        // SAFETY: `get_ptr_mut` returned this CPU's value of the entry, valid
+        // while the program runs; no other CPU writes it. The index is a
+        // constant below PROBE_COUNT.
+        unsafe {
+            if let Some(count) = (*slot).hits.get_mut(probe as usize) {
+                *count += 1;
+            }
+        }
+    }
+    // SAFETY: the value is copied out at once; userspace only inserts and
+    // removes whole entries.
+    unsafe { PROCESSES.get(tgid) }.copied()
 }
 
 #[inline(always)]
@@ -132,13 +139,6 @@ mod regs {
 }
 
 #[inline(always)]
-fn is_target() -> bool {
-    // The perf link is already scoped to the target's mm; this is a second
-    // guard in case a scope is ever widened.
-    (bpf_get_current_pid_tgid() >> 32) as u32 == global(&TARGET_TGID)
-}
-
-#[inline(always)]
 fn read_u64(addr: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_user copies from user memory with the kernel's
     // fault-tolerant copy: any address is sound, a bad one is Err.
@@ -159,7 +159,7 @@ fn emit(kind: EventKind, probe: ProbeId, goid: u64, pc: u64, arg: u64, aux: u64)
                 arg,
                 aux,
                 tid: bpf_get_current_pid_tgid() as u32,
-                _pad: 0,
+                tgid: current_tgid(),
             });
             slot.submit(0);
         }
@@ -170,9 +170,9 @@ fn emit(kind: EventKind, probe: ProbeId, goid: u64, pc: u64, arg: u64, aux: u64)
 
 /// The goid of the goroutine running the probed function (R14/R28 = g).
 #[inline(always)]
-fn current_goid(ctx: &ProbeContext) -> Option<u64> {
+fn current_goid(ctx: &ProbeContext, params: &ProcessParams) -> Option<u64> {
     let g = regs::g(ctx);
-    let goid = read_u64(g.wrapping_add(global(&GOID_OFFSET)));
+    let goid = read_u64(g.wrapping_add(params.goid_offset));
     if goid.is_none() {
         bump(&COUNTERS, counter::READ_ERRORS);
     }
@@ -190,17 +190,14 @@ enum Site {
 
 #[inline(always)]
 fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64, site: Site) -> u32 {
-    bump(&PROBE_HITS, probe as u32);
-    if !is_target() {
-        return 0;
-    }
-    let Some(goid) = current_goid(ctx) else { return 0 };
+    let Some(params) = hit(probe) else { return 0 };
+    let Some(goid) = current_goid(ctx, &params) else { return 0 };
     let (site, below) = match site {
         // The new record goes on top of g._defer: which record that is lets
         // userspace place the push on a chain read from memory.
         Site::ReturnAddress => (
             regs::return_address(ctx).unwrap_or(0),
-            read_u64(regs::g(ctx).wrapping_add(global(&G_DEFER_OFFSET))).unwrap_or(UNKNOWN_RECORD),
+            read_u64(regs::g(ctx).wrapping_add(params.g_defer_offset)).unwrap_or(UNKNOWN_RECORD),
         ),
         // deferprocat pushes onto the loop's own list, not g._defer.
         Site::DeferredFunction => match read_u64(regs::arg0(ctx)) {
@@ -215,8 +212,8 @@ fn on_push(ctx: &ProbeContext, probe: ProbeId, record: u64, site: Site) -> u32 {
 /// The record below `record` (its `link`), which is the chain's head once
 /// `record` is popped.
 #[inline(always)]
-fn record_below(record: u64) -> u64 {
-    read_u64(record.wrapping_add(global(&DEFER_LINK_OFFSET))).unwrap_or(UNKNOWN_RECORD)
+fn record_below(params: &ProcessParams, record: u64) -> u64 {
+    read_u64(record.wrapping_add(params.defer_link_offset)).unwrap_or(UNKNOWN_RECORD)
 }
 
 /// `runtime.deferproc(fn func())`: a heap-allocated record (defer in a loop).
@@ -245,25 +242,22 @@ pub fn deferprocat(ctx: ProbeContext) -> u32 {
 /// `runtime.popDefer(gp *g)` (Go 1.23+): pops `gp._defer`.
 #[uprobe]
 pub fn pop_defer(ctx: ProbeContext) -> u32 {
-    bump(&PROBE_HITS, ProbeId::PopDefer as u32);
-    if !is_target() {
-        return 0;
-    }
+    let Some(params) = hit(ProbeId::PopDefer) else { return 0 };
     // popDefer's argument is the goroutine; it is always the current one, but
     // read it from the argument so a future caller on g0 stays correct.
     let gp = regs::arg0(&ctx);
-    let Some(goid) = read_u64(gp.wrapping_add(global(&GOID_OFFSET))) else {
+    let Some(goid) = read_u64(gp.wrapping_add(params.goid_offset)) else {
         bump(&COUNTERS, counter::READ_ERRORS);
         return 0;
     };
     // The popped record is gp._defer. A range-over-func header (pushed by
     // deferrangefunc, which is not probed) is the only record without a
     // function; it holds no deferred call, so it is not part of the depth.
-    let Some(record) = read_u64(gp.wrapping_add(global(&G_DEFER_OFFSET))) else {
+    let Some(record) = read_u64(gp.wrapping_add(params.g_defer_offset)) else {
         bump(&COUNTERS, counter::READ_ERRORS);
         return 0;
     };
-    match read_u64(record.wrapping_add(global(&DEFER_FN_OFFSET))) {
+    match read_u64(record.wrapping_add(params.defer_fn_offset)) {
         Some(0) => {
             bump(&COUNTERS, counter::RANGEFUNC_HEADER_SKIPPED);
             return 0;
@@ -274,19 +268,16 @@ pub fn pop_defer(ctx: ProbeContext) -> u32 {
             return 0;
         }
     }
-    emit(EventKind::DeferPop, ProbeId::PopDefer, goid, 0, record, record_below(record));
+    emit(EventKind::DeferPop, ProbeId::PopDefer, goid, 0, record, record_below(&params, record));
     0
 }
 
 /// `runtime.freedefer(d *_defer)` (Go ≤ 1.22): called once per popped record.
 #[uprobe]
 pub fn freedefer(ctx: ProbeContext) -> u32 {
-    bump(&PROBE_HITS, ProbeId::FreeDefer as u32);
-    if !is_target() {
-        return 0;
-    }
+    let Some(params) = hit(ProbeId::FreeDefer) else { return 0 };
     let record = regs::arg0(&ctx);
-    let open_defer_offset = global(&OPEN_DEFER_OFFSET);
+    let open_defer_offset = params.open_defer_offset;
     if open_defer_offset != NO_OFFSET {
         // Go ≤ 1.21 panics and Goexit create and free synthetic records for
         // open-coded defer frames; they were never pushed by deferproc*.
@@ -304,20 +295,17 @@ pub fn freedefer(ctx: ProbeContext) -> u32 {
             }
         }
     }
-    let Some(goid) = current_goid(&ctx) else { return 0 };
+    let Some(goid) = current_goid(&ctx, &params) else { return 0 };
     // freedefer runs once the record is unlinked, before it clears `link`.
-    emit(EventKind::DeferPop, ProbeId::FreeDefer, goid, 0, record, record_below(record));
+    emit(EventKind::DeferPop, ProbeId::FreeDefer, goid, 0, record, record_below(&params, record));
     0
 }
 
 /// `runtime.goexit1()`: runs on the exiting goroutine.
 #[uprobe]
 pub fn goexit1(ctx: ProbeContext) -> u32 {
-    bump(&PROBE_HITS, ProbeId::Goexit1 as u32);
-    if !is_target() {
-        return 0;
-    }
-    let Some(goid) = current_goid(&ctx) else { return 0 };
+    let Some(params) = hit(ProbeId::Goexit1) else { return 0 };
+    let Some(goid) = current_goid(&ctx, &params) else { return 0 };
     emit(EventKind::GoroutineExit, ProbeId::Goexit1, goid, 0, 0, 0);
     0
 }
@@ -326,31 +314,31 @@ pub fn goexit1(ctx: ProbeContext) -> u32 {
 /// (on g0): the result register holds the new g.
 #[uprobe]
 pub fn newproc_return(ctx: ProbeContext) -> u32 {
-    bump(&PROBE_HITS, ProbeId::NewProcReturn as u32);
-    if !is_target() {
-        return 0;
-    }
+    let Some(params) = hit(ProbeId::NewProcReturn) else { return 0 };
     let newg = regs::arg0(&ctx);
-    let Some(goid) = read_u64(newg.wrapping_add(global(&GOID_OFFSET))) else {
+    let Some(goid) = read_u64(newg.wrapping_add(params.goid_offset)) else {
         bump(&COUNTERS, counter::READ_ERRORS);
         return 0;
     };
-    let gopc = read_u64(newg.wrapping_add(global(&GOPC_OFFSET))).unwrap_or(0);
-    let parent_offset = global(&PARENT_GOID_OFFSET);
+    let gopc = read_u64(newg.wrapping_add(params.gopc_offset)).unwrap_or(0);
+    let parent_offset = params.parent_goid_offset;
     let parent = if parent_offset == NO_OFFSET { 0 } else { read_u64(newg.wrapping_add(parent_offset)).unwrap_or(0) };
-    let startpc = read_u64(newg.wrapping_add(global(&STARTPC_OFFSET))).unwrap_or(0);
+    let startpc = read_u64(newg.wrapping_add(params.startpc_offset)).unwrap_or(0);
     emit(EventKind::GoroutineCreate, ProbeId::NewProcReturn, goid, gopc, parent, startpc);
     0
 }
 
 /// Attached by deferscope to a function of its own at startup, to time what
 /// one probe hit costs on this kernel. Does what a push probe does (read the
-/// g's goid and the return address, reserve an event) but discards the event
-/// and counts nothing in `PROBE_HITS`.
+/// g's goid and the return address, look its process up, reserve an event)
+/// but discards the event and counts nothing in `PROBE_HITS`.
 #[uprobe]
 pub fn calibrate(ctx: ProbeContext) -> u32 {
     bump(&COUNTERS, counter::CALIBRATION_HITS);
-    let goid = read_u64(regs::g(&ctx).wrapping_add(global(&GOID_OFFSET))).unwrap_or(0);
+    // deferscope itself has no entry: the lookup is what a probe pays.
+    // SAFETY: as in `hit`.
+    let goid_offset = unsafe { PROCESSES.get(current_tgid()) }.map_or(0, |p| p.goid_offset);
+    let goid = read_u64(regs::g(&ctx).wrapping_add(goid_offset)).unwrap_or(0);
     let pc = regs::return_address(&ctx).unwrap_or(0);
     if let Some(mut slot) = EVENTS.reserve::<Event>(0) {
         slot.write(Event {
@@ -362,7 +350,7 @@ pub fn calibrate(ctx: ProbeContext) -> u32 {
             arg: 0,
             aux: 0,
             tid: bpf_get_current_pid_tgid() as u32,
-            _pad: 0,
+            tgid: current_tgid(),
         });
         slot.discard(0);
     }

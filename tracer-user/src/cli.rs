@@ -10,10 +10,29 @@ use clap::Parser;
 /// where they come from.
 #[derive(Debug, Parser, Clone)]
 #[command(name = "deferscope", version, about, long_about = None)]
+#[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["pid", "exe", "all"])))]
 pub struct Options {
-    /// Process ID of the Go program to trace.
+    /// Process ID of a Go program to trace (repeatable). With --pid alone,
+    /// deferscope stops when every one of them has exited.
     #[arg(long, short = 'p', value_name = "PID")]
-    pub pid: u32,
+    pub pid: Vec<u32>,
+
+    /// Trace every Go process whose executable (the base name of
+    /// /proc/PID/exe) is NAME (repeatable), including ones started later and
+    /// restarts; runs until stopped.
+    #[arg(long, value_name = "NAME")]
+    pub exe: Vec<String>,
+
+    /// Trace every Go process deferscope can read, including ones started
+    /// later; runs until stopped.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --exe or --all: trace at most N processes at once (the rest wait
+    /// for a slot, and the log says so).
+    #[arg(long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(tracer_common::MAX_PROCESSES)))]
+    pub max_processes: u32,
 
     /// Print one JSON snapshot per interval on stdout (one object per line).
     #[arg(long)]
@@ -86,6 +105,15 @@ pub struct Options {
     pub log_file: Option<std::path::PathBuf>,
 }
 
+impl Options {
+    /// Whether processes are discovered (`--exe`, `--all`) rather than only
+    /// the `--pid`s given: then processes come and go and the session runs
+    /// until stopped.
+    pub fn discovers(&self) -> bool {
+        self.all || !self.exe.is_empty()
+    }
+}
+
 /// `--leak-scan`: an interval, or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeakScanEvery(pub Option<Duration>);
@@ -124,7 +152,8 @@ mod tests {
     fn options_parse() {
         let o = Options::try_parse_from(["deferscope", "--pid", "12", "--json", "--interval", "250ms", "--top", "5"])
             .expect("parse");
-        assert_eq!(o.pid, 12);
+        assert_eq!(o.pid, vec![12]);
+        assert!(!o.discovers());
         assert!(o.json);
         assert_eq!(o.interval, Duration::from_millis(250));
         assert_eq!(o.top, Some(5));
@@ -136,5 +165,21 @@ mod tests {
         let off = Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "off"]).expect("parse");
         assert_eq!(off.leak_scan, LeakScanEvery(None));
         assert!(Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "never"]).is_err());
+    }
+
+    #[test]
+    fn selections() {
+        let many = Options::try_parse_from(["deferscope", "-p", "1", "--pid", "2", "--exe", "api", "--exe", "worker"])
+            .expect("parse");
+        assert_eq!(many.pid, vec![1, 2]);
+        assert_eq!(many.exe, vec!["api", "worker"]);
+        assert!(many.discovers());
+        assert_eq!(many.max_processes, 64);
+        let all = Options::try_parse_from(["deferscope", "--all", "--max-processes", "3"]).expect("parse");
+        assert!(all.all && all.discovers() && all.pid.is_empty());
+        assert_eq!(all.max_processes, 3);
+        assert!(Options::try_parse_from(["deferscope", "--all", "--max-processes", "0"]).is_err());
+        assert!(Options::try_parse_from(["deferscope", "--all", "--max-processes", "5000"]).is_err());
+        assert!(Options::try_parse_from(["deferscope", "--json"]).is_err(), "something must be selected");
     }
 }

@@ -1,5 +1,6 @@
-//! The snapshot feed: the newest snapshot, handed from the session to the
-//! views that run beside it (the TUI thread, the `/metrics` server).
+//! The snapshot feeds: the newest snapshot, handed from the session to the
+//! views that run beside it (the TUI thread: one process's [`Snapshot`]; the
+//! `/metrics` server: a [`Fleet`], every traced process's).
 //!
 //! One publisher, any number of readers; readers never block the session and
 //! only ever see the newest snapshot. Dropping the [`FeedPublisher`] closes
@@ -10,46 +11,75 @@ use tokio::sync::watch;
 
 use crate::aggregate::model::Snapshot;
 
-/// The session's end of the feed.
-#[derive(Debug)]
-pub(crate) struct FeedPublisher(watch::Sender<Option<Arc<Snapshot>>>);
-
-/// A view's end of the feed.
-#[derive(Clone, Debug)]
-pub(crate) struct SnapshotFeed {
-    rx: watch::Receiver<Option<Arc<Snapshot>>>,
-    closed: bool,
+/// The newest snapshot of every traced process, in the order they were
+/// attached; a process that exited is in it once more with `target_exited`,
+/// then gone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fleet {
+    pub(crate) snapshots: Vec<Arc<Snapshot>>,
 }
 
-/// A new, empty feed.
-pub(crate) fn channel() -> (FeedPublisher, SnapshotFeed) {
-    let (tx, rx) = watch::channel(None);
-    (FeedPublisher(tx), SnapshotFeed { rx, closed: false })
-}
-
-impl FeedPublisher {
-    /// Makes `snapshot` the newest one. With no reader left (`--json` or
-    /// `--once` without `/metrics`) it is not kept: holding the previous
-    /// snapshot while the next is built doubles the peak memory (~33 MiB at
-    /// 100k goroutines).
-    pub(crate) fn publish(&self, snapshot: Snapshot) {
-        if self.0.receiver_count() == 0 {
-            return;
-        }
-        self.0.send_replace(Some(Arc::new(snapshot)));
+impl Fleet {
+    /// A fleet of one process.
+    #[cfg(test)]
+    pub(crate) fn of(snapshot: Snapshot) -> Self {
+        Self { snapshots: vec![Arc::new(snapshot)] }
     }
 }
 
-impl SnapshotFeed {
+/// The session's end of the feed.
+#[derive(Debug)]
+pub(crate) struct FeedPublisher<T = Snapshot>(watch::Sender<Option<Arc<T>>>);
+
+/// A view's end of the feed.
+#[derive(Debug)]
+pub(crate) struct Feed<T> {
+    rx: watch::Receiver<Option<Arc<T>>>,
+    closed: bool,
+}
+
+// Derived Clone would ask T: Clone; only the Arc is cloned.
+impl<T> Clone for Feed<T> {
+    fn clone(&self) -> Self {
+        Self { rx: self.rx.clone(), closed: self.closed }
+    }
+}
+
+/// One process's snapshots (the TUI's feed).
+pub(crate) type SnapshotFeed = Feed<Snapshot>;
+
+/// Every process's snapshots (the exporter's feed).
+pub(crate) type FleetFeed = Feed<Fleet>;
+
+/// A new, empty feed.
+pub(crate) fn channel<T>() -> (FeedPublisher<T>, Feed<T>) {
+    let (tx, rx) = watch::channel(None);
+    (FeedPublisher(tx), Feed { rx, closed: false })
+}
+
+impl<T> FeedPublisher<T> {
+    /// Makes `value` the newest one. With no reader left (`--json` or
+    /// `--once` without `/metrics`) it is not kept: holding the previous
+    /// snapshot while the next is built doubles the peak memory (~33 MiB at
+    /// 100k goroutines).
+    pub(crate) fn publish(&self, value: T) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        self.0.send_replace(Some(Arc::new(value)));
+    }
+}
+
+impl<T> Feed<T> {
     /// The newest snapshot, seen or not (`None` before the first one).
-    pub(crate) fn latest(&self) -> Option<Arc<Snapshot>> {
+    pub(crate) fn latest(&self) -> Option<Arc<T>> {
         self.rx.borrow().clone()
     }
 
     /// The newest snapshot this reader has not taken yet. When the session
     /// has ended, a last unseen snapshot is still delivered; after that
     /// [`SnapshotFeed::is_closed`] is true.
-    pub(crate) fn next_unseen(&mut self) -> Option<Arc<Snapshot>> {
+    pub(crate) fn next_unseen(&mut self) -> Option<Arc<T>> {
         if self.closed {
             return None;
         }
@@ -77,7 +107,7 @@ mod tests {
 
     #[test]
     fn delivers_the_newest_then_the_end() {
-        let (publisher, mut feed) = channel();
+        let (publisher, mut feed) = channel::<Snapshot>();
         assert!(feed.next_unseen().is_none());
         publisher.publish(test_support::snapshot_at(1.0, 1));
         publisher.publish(test_support::snapshot_at(2.0, 2));
@@ -95,7 +125,7 @@ mod tests {
 
     #[test]
     fn closed_after_everything_was_seen() {
-        let (publisher, mut feed) = channel();
+        let (publisher, mut feed) = channel::<Snapshot>();
         publisher.publish(test_support::snapshot());
         assert!(feed.next_unseen().is_some());
         drop(publisher);

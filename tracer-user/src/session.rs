@@ -1,9 +1,18 @@
-//! One tracing session: open the target, attach, then fold events and memory
-//! reads into snapshots until told to stop or the target exits.
+//! One tracing session: open the targets, attach, then fold events and
+//! memory reads into snapshots until told to stop or, with `--pid` alone,
+//! the targets exit. With `--exe`/`--all` the session discovers processes
+//! as they start and lets them go as they exit.
 //!
-//! Data flows one way: probes + memory → aggregator → a snapshot feed that
-//! the outputs (JSON lines, text, TUI, /metrics) read.
-use std::{io, sync::Arc, time::Instant};
+//! One probe object serves every process; each traced process has its own
+//! aggregator, overhead governor and memory scans ([`Tracee`]). Data flows
+//! one way: probes + memory → aggregator → snapshot feeds that the outputs
+//! (JSON lines, text, TUI, /metrics) read.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    io,
+    sync::Arc,
+    time::Instant,
+};
 
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -16,17 +25,18 @@ use tracer_common::ProbeId;
 use crate::{
     aggregate::{
         Aggregator, Coverage, ProcessInfo, SnapshotInputs,
-        model::{Mode, Overhead, ProbeHits, ProbeState},
+        model::{Mode, Overhead, ProbeHits, ProbeState, Snapshot},
     },
     cli::Options,
-    feed,
+    feed::{self, Fleet},
     gobin::{GoBinError, GoBinary},
     goruntime,
     governor::{Budget, Governor, Window},
     output::{NothingToShow, OutputMode},
-    probes::{self, Probes},
+    probes::{self, ProbeObject, ProcessProbes},
     process::{
         GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess,
+        discover::{self, Identity},
         reachability::{self, LeakScan, ReachTarget},
     },
     symbols::BinarySymbols,
@@ -50,13 +60,20 @@ pub enum SessionError {
     NothingToShow(#[from] NothingToShow),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics { addr: std::net::SocketAddr, source: io::Error },
+    #[error(
+        "the dashboard shows one process: with --exe, --all or several --pid, use --json, or --no-tui with --metrics-addr"
+    )]
+    DashboardShowsOne,
+    #[error("{given} processes given with --pid, more than --max-processes {max}")]
+    TooManyPids { given: usize, max: u32 },
     #[error("{0}")]
     Io(#[from] io::Error),
 }
 
-/// Everything known about the target before tracing starts.
+/// Everything known about a target before tracing starts.
 struct Prepared {
     process: TracedProcess,
+    identity: Identity,
     binary: Arc<GoBinary>,
     scanner: Arc<GoroutineScanner>,
     reach: Arc<ReachTarget>,
@@ -67,19 +84,38 @@ struct Prepared {
 /// memory faster than this.
 const LEAK_SCAN_MAX_BYTES_PER_S: u64 = 512 << 20;
 
-fn prepare(pid: u32) -> Result<Prepared, SessionError> {
+/// Opens process `pid`; `shared` is the parsed binary of another traced
+/// process running the same file, if any (parsing is the costly part).
+fn prepare(pid: u32, shared: Option<Arc<GoBinary>>) -> Result<Prepared, SessionError> {
     let process = TracedProcess::open(pid)?;
-    let exe = process.exe_path.display().to_string();
-    let binary = match GoBinary::open(&process.exe_link) {
-        Ok(b) => b,
-        Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => return Err(SessionError::NotGo { pid, exe, reason: e }),
-        Err(GoBinError::UnsupportedVersion(version)) => return Err(SessionError::UnsupportedVersion { pid, version }),
-        Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
+    let identity = match Identity::of(pid) {
+        Ok(Some(identity)) => identity,
+        Ok(None) => return Err(crate::process::traced::ProcessError::NoSuchProcess(pid).into()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             return Err(
                 crate::process::traced::ProcessError::PermissionDenied { path: process.exe_link.clone() }.into()
             );
         }
-        Err(source) => return Err(SessionError::Binary { pid, exe, source }),
+        Err(e) => return Err(e.into()),
+    };
+    let exe = process.exe_path.display().to_string();
+    let binary = match shared {
+        Some(binary) => binary,
+        None => match GoBinary::open(&process.exe_link) {
+            Ok(b) => Arc::new(b),
+            Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => {
+                return Err(SessionError::NotGo { pid, exe, reason: e });
+            }
+            Err(GoBinError::UnsupportedVersion(version)) => {
+                return Err(SessionError::UnsupportedVersion { pid, version });
+            }
+            Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(
+                    crate::process::traced::ProcessError::PermissionDenied { path: process.exe_link.clone() }.into()
+                );
+            }
+            Err(source) => return Err(SessionError::Binary { pid, exe, source }),
+        },
     };
     if !goruntime::SUPPORTED.contains(binary.version()) {
         return Err(SessionError::UnsupportedVersion { pid, version: binary.version().raw.clone() });
@@ -109,7 +145,7 @@ fn prepare(pid: u32) -> Result<Prepared, SessionError> {
     };
     let scanner =
         GoroutineScanner::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
-    Ok(Prepared { process, binary: Arc::new(binary), scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
+    Ok(Prepared { process, identity, binary, scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
 }
 
 fn rfc3339_now() -> String {
@@ -118,7 +154,12 @@ fn rfc3339_now() -> String {
 
 /// Whether a session with these options shows the dashboard.
 pub fn uses_tui(options: &Options) -> bool {
-    matches!(OutputMode::choose(options), Ok(OutputMode::Tui))
+    !is_multi(options) && matches!(OutputMode::choose(options), Ok(OutputMode::Tui))
+}
+
+/// Several processes may be traced (the dashboard shows one).
+fn is_multi(options: &Options) -> bool {
+    options.discovers() || options.pid.len() > 1
 }
 
 /// Notifies the session when dropped: the TUI thread holds one, so the
@@ -131,31 +172,377 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// One traced process: its probes on the shared object, its aggregator,
+/// governor and memory scans.
+struct Tracee {
+    /// Tells this tracee's scan results from those of an earlier process
+    /// with the same PID.
+    serial: u64,
+    identity: Identity,
+    process: TracedProcess,
+    binary: Arc<GoBinary>,
+    scanner: Arc<GoroutineScanner>,
+    reach: Arc<ReachTarget>,
+    leak_mem: Arc<ProcessMemory>,
+    probes: ProcessProbes,
+    info: ProcessInfo,
+    aggregator: Aggregator,
+    symbols: BinarySymbols,
+    governor: Governor,
+    cpu: CpuClock,
+    switches: u64,
+    started: Instant,
+    scan_in_flight: bool,
+    leak_scan_in_flight: bool,
+}
+
+type Ring = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
+
+/// Everything the session's loop shares.
+struct Host {
+    options: Options,
+    object: ProbeObject,
+    events: Ring,
+    tracees: BTreeMap<u32, Tracee>,
+    cost_per_hit_ns: f64,
+    next_serial: u64,
+    details: bool,
+}
+
+impl Host {
+    /// Attaches to a prepared process and reads the chains it already has.
+    /// On error nothing of it is left attached.
+    async fn start(&mut self, prepared: Prepared) -> Result<(), SessionError> {
+        let Prepared { process, identity, binary, scanner, reach, bias } = prepared;
+        let pid = process.pid;
+        let leak_mem = Arc::new(ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?);
+        let probes = self.object.attach(&process, &binary, scanner.layout())?;
+        let probes_live_ns = crate::process::monotonic_ns();
+        log::info!("process {pid} ({}): attached to {:?}", process.exe_name(), probes.functions());
+        let governor = Governor::new(self.options.overhead_budget, self.cost_per_hit_ns, probes.groups());
+        let cpu = CpuClock::new(pid, self.object.counters(pid).hits);
+        let info = ProcessInfo {
+            pid,
+            exe: process.exe_name(),
+            container: discover::container_of(pid),
+            go_version: binary.version().raw.clone(),
+            arch: binary.arch().name().to_owned(),
+            probes: probes.functions(),
+        };
+        let mut aggregator = Aggregator::new(scanner.layout().wait_reasons.clone());
+        aggregator.set_probes_live(probes_live_ns);
+        let symbols = BinarySymbols::new(binary.clone(), bias);
+        self.next_serial += 1;
+        let tracee = Tracee {
+            serial: self.next_serial,
+            identity,
+            process,
+            binary,
+            scanner: scanner.clone(),
+            reach,
+            leak_mem,
+            probes,
+            info,
+            aggregator,
+            symbols,
+            governor,
+            cpu,
+            switches: 0,
+            started: Instant::now(),
+            scan_in_flight: false,
+            leak_scan_in_flight: false,
+        };
+        // Registered before the first read, so that the events between
+        // attach and that read reach its aggregator.
+        if let Some(earlier) = self.tracees.insert(pid, tracee) {
+            self.object.release(earlier.probes);
+        }
+        // Chains that existed before attach: read memory once the probes are
+        // in, so nothing falls between the read and the first event.
+        let first = tokio::task::spawn_blocking(move || scanner.scan())
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .map_err(|source| SessionError::Memory { pid, source });
+        self.drain();
+        match first {
+            Ok(scan) => {
+                if let Some(t) = self.tracees.get_mut(&pid) {
+                    t.aggregator.apply_scan(&scan);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(t) = self.tracees.remove(&pid) {
+                    self.object.release(t.probes);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies every event the ring buffer holds now, each to its process.
+    fn drain(&mut self) {
+        drain(self.events.get_mut(), &mut self.tracees);
+    }
+
+    /// A snapshot of one traced process now.
+    fn snapshot(&mut self, pid: u32) -> Option<Snapshot> {
+        let counters = self.object.counters(pid);
+        let t = self.tracees.get_mut(&pid)?;
+        t.aggregator.set_events_lost(counters.events_lost);
+        let inputs = snapshot_inputs(&self.options, t, &counters, self.details);
+        Some(t.aggregator.snapshot(&t.info, &mut t.symbols, &inputs))
+    }
+
+    /// Detaches from a process and forgets it.
+    fn release(&mut self, pid: u32) {
+        if let Some(t) = self.tracees.remove(&pid) {
+            self.object.release(t.probes);
+        }
+    }
+
+    /// Runs the governor of every process over the last window. Errors only
+    /// for a fixed set of processes (with --exe/--all, a failing process is
+    /// logged and dropped).
+    fn govern(&mut self) -> Result<(), SessionError> {
+        let pids: Vec<u32> = self.tracees.keys().copied().collect();
+        for pid in pids {
+            let hits = self.object.counters(pid).hits;
+            let Some(t) = self.tracees.get_mut(&pid) else { continue };
+            let Some(window) = t.cpu.window(hits) else { continue };
+            for switch in t.governor.observe(&window) {
+                // Everything the probes said so far counts under the old coverage.
+                self.drain();
+                let Some(t) = self.tracees.get_mut(&pid) else { break };
+                let result = if switch.attach {
+                    self.object.attach_group(&mut t.probes, switch.group)
+                } else {
+                    let detaching_ns = crate::process::monotonic_ns();
+                    let result = self.object.detach(&mut t.probes, switch.group);
+                    // Events still in the ring buffer may have been stamped
+                    // after part of the stream stopped (pushes without their
+                    // pops): they only count.
+                    t.aggregator.set_coverage(coverage(&t.probes), detaching_ns);
+                    result
+                };
+                self.drain();
+                let Some(t) = self.tracees.get_mut(&pid) else { break };
+                match result {
+                    Ok(()) => {
+                        t.switches += 1;
+                        log::warn!(
+                            "overhead governor: process {pid}: {} {} probes: {}",
+                            if switch.attach { "re-attached" } else { "detached" },
+                            switch.group.name(),
+                            switch.reason
+                        );
+                    }
+                    Err(e) if switch.attach => {
+                        t.governor.attach_failed(switch.group);
+                        log::warn!(
+                            "overhead governor: process {pid}: re-attaching {} probes failed: {e}",
+                            switch.group.name()
+                        );
+                    }
+                    Err(e) if self.options.discovers() => {
+                        log::warn!("process {pid}: detaching probes failed ({e}); no longer traced");
+                        self.release(pid);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                t.aggregator.set_coverage(coverage(&t.probes), crate::process::monotonic_ns());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `--exe`/`--all` found and decided: processes examined and not
+/// traced are not examined again while they run the same program.
+struct Discovery {
+    exes: Vec<String>,
+    all: bool,
+    /// `--pid`s given beside `--exe`/`--all`: examined once, at start.
+    pids: Vec<u32>,
+    max_processes: usize,
+    skipped: HashMap<u32, Identity>,
+    /// Processes waiting for a slot under --max-processes, said once each.
+    waiting: HashSet<Identity>,
+    /// Executables known not to be Go programs (or unsupported ones), by
+    /// device and inode, so a hundred shells are read once.
+    not_traceable: HashSet<(u64, u64)>,
+}
+
+/// A bound on `not_traceable`: past it the set starts over.
+const NOT_TRACEABLE_CAP: usize = 4096;
+
+impl Discovery {
+    fn new(options: &Options) -> Self {
+        Self {
+            exes: options.exe.clone(),
+            all: options.all,
+            pids: options.pid.clone(),
+            max_processes: options.max_processes as usize,
+            skipped: HashMap::new(),
+            waiting: HashSet::new(),
+            not_traceable: HashSet::new(),
+        }
+    }
+
+    /// Processes to examine now: selected and neither traced nor already
+    /// skipped.
+    fn candidates(&mut self, tracees: &BTreeMap<u32, Tracee>) -> Vec<(Identity, String)> {
+        let pids = match discover::pids() {
+            Ok(pids) => pids,
+            Err(e) => {
+                log::warn!("cannot list /proc: {e}");
+                return Vec::new();
+            }
+        };
+        let me = std::process::id();
+        let explicit = std::mem::take(&mut self.pids);
+        self.skipped.retain(|pid, _| pids.binary_search(pid).is_ok());
+        self.waiting.retain(|id| pids.binary_search(&id.pid).is_ok());
+        let mut out = Vec::new();
+        for pid in pids {
+            if pid == me || tracees.contains_key(&pid) {
+                continue;
+            }
+            let wanted_by_pid = explicit.contains(&pid);
+            let identity = match Identity::of(pid) {
+                Ok(Some(identity)) => identity,
+                // Gone, or a kernel thread: nothing to trace.
+                Ok(None) => continue,
+                Err(e) => {
+                    let identity = Identity { pid, start_ticks: 0, exe: (0, 0) };
+                    if self.skipped.get(&pid) != Some(&identity) {
+                        if self.all || wanted_by_pid {
+                            log::warn!("process {pid}: skipped: cannot read /proc/{pid}/exe: {e}");
+                        }
+                        self.skipped.insert(pid, identity);
+                    }
+                    continue;
+                }
+            };
+            if self.skipped.get(&pid) == Some(&identity) {
+                continue;
+            }
+            let Ok(name) = discover::exe_name(pid) else { continue };
+            if !(self.all || wanted_by_pid || self.exes.contains(&name)) {
+                // Not selected: looked at again only if it execs.
+                self.skipped.insert(pid, identity);
+                continue;
+            }
+            if self.not_traceable.contains(&identity.exe) {
+                log::info!("process {pid} ({name}): skipped: not a traceable Go program");
+                self.skipped.insert(pid, identity);
+                continue;
+            }
+            out.push((identity, name));
+        }
+        out
+    }
+
+    /// Examines and attaches to new processes.
+    async fn rescan(&mut self, host: &mut Host) {
+        for (identity, name) in self.candidates(&host.tracees) {
+            let pid = identity.pid;
+            if host.tracees.len() >= self.max_processes {
+                if self.waiting.insert(identity) {
+                    log::warn!(
+                        "process {pid} ({name}): not traced: --max-processes {} reached (it is traced when a slot \
+                         frees up)",
+                        self.max_processes
+                    );
+                }
+                continue;
+            }
+            let shared = host.tracees.values().find(|t| t.identity.exe == identity.exe).map(|t| t.binary.clone());
+            let prepared = tokio::task::spawn_blocking(move || prepare(pid, shared))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string()).into()));
+            let result = match prepared {
+                // The process may have exec'd since it was selected.
+                Ok(prepared) if prepared.identity != identity => {
+                    log::info!("process {pid} ({name}): changed while being examined; examined again next time");
+                    continue;
+                }
+                Ok(prepared) => host.start(prepared).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.waiting.remove(&identity);
+                    log::warn!("process {pid} ({name}): traced");
+                }
+                Err(e) => {
+                    match &e {
+                        SessionError::NotGo { .. } if self.all && !self.exes.contains(&name) => {
+                            log::info!("process {pid} ({name}): skipped: {e}");
+                        }
+                        _ => log::warn!("process {pid} ({name}): skipped: {e}"),
+                    }
+                    if matches!(e, SessionError::NotGo { .. } | SessionError::UnsupportedVersion { .. }) {
+                        if self.not_traceable.len() >= NOT_TRACEABLE_CAP {
+                            self.not_traceable.clear();
+                        }
+                        self.not_traceable.insert(identity.exe);
+                    }
+                    self.skipped.insert(pid, identity);
+                }
+            }
+        }
+    }
+}
+
+/// How often `--exe`/`--all` look for new processes.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs a session to completion. Returns when the duration elapses, a
-/// signal arrives, the user quits the TUI, or the target exits.
+/// signal arrives, the user quits the TUI, or (with `--pid` alone) every
+/// target exited.
 pub async fn run(options: Options) -> Result<(), SessionError> {
     let mode = OutputMode::choose(&options)?;
-    let pid = options.pid;
-    let Prepared { process, binary, scanner, reach, bias } =
-        tokio::task::spawn_blocking(move || prepare(pid)).await.map_err(|e| io::Error::other(e.to_string()))??;
+    if is_multi(&options) && mode == OutputMode::Tui {
+        return Err(SessionError::DashboardShowsOne);
+    }
+    let discovers = options.discovers();
+    let mut fixed = Vec::new();
+    if !discovers {
+        let mut pids = options.pid.clone();
+        pids.dedup();
+        if pids.len() > options.max_processes as usize {
+            return Err(SessionError::TooManyPids { given: pids.len(), max: options.max_processes });
+        }
+        // Every given process must be traceable, as with one: errors are fatal.
+        for pid in pids {
+            let prepared = tokio::task::spawn_blocking(move || prepare(pid, None))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??;
+            fixed.push(prepared);
+        }
+    }
 
     // Bind the metrics address before attaching: a busy port should fail
     // before the target is touched at all.
-    let (publisher, feed) = feed::channel();
+    let (fleet, fleet_feed) = feed::channel::<Fleet>();
+    let (publisher, feed) = feed::channel::<Snapshot>();
     let metrics = match options.metrics_addr {
         Some(addr) => Some(
-            crate::exporters::metrics::serve(addr, feed.clone(), options.metrics_top_sites)
+            crate::exporters::metrics::serve(addr, fleet_feed, options.metrics_top_sites)
                 .await
                 .map_err(|source| SessionError::Metrics { addr, source })?,
         ),
-        None => None,
+        None => {
+            drop(fleet_feed);
+            None
+        }
     };
 
-    let mut probes = Probes::attach(&process, &binary, scanner.layout())?;
-    let probes_live_ns = crate::process::monotonic_ns();
-    log::info!("attached to {:?}", probes.functions());
-    let mut events = probes.take_events()?;
-    let cost_per_hit_ns = match probes.calibrate() {
+    let mut object = ProbeObject::load()?;
+    let events = object.take_events()?;
+    let cost_per_hit_ns = match object.calibrate() {
         Ok(ns) => {
             log::info!("one probe hit costs {ns:.0} ns on this kernel");
             ns
@@ -165,34 +552,23 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
             FALLBACK_COST_NS
         }
     };
-    let mut governor = Governor::new(options.overhead_budget, cost_per_hit_ns, probes.groups());
-    let mut cpu = CpuClock::new(process.pid, probes.counters().hits);
-    let mut switches = 0u64;
-
-    let info = ProcessInfo {
-        pid: process.pid,
-        exe: process.exe_name(),
-        go_version: binary.version().raw.clone(),
-        arch: binary.arch().name().to_owned(),
-        probes: probes.functions(),
+    let details = mode == OutputMode::Tui || options.stacks;
+    let mut host = Host {
+        options: options.clone(),
+        object,
+        events,
+        tracees: BTreeMap::new(),
+        cost_per_hit_ns,
+        next_serial: 0,
+        details,
     };
-    let mut aggregator = Aggregator::new(scanner.layout().wait_reasons.clone());
-    aggregator.set_probes_live(probes_live_ns);
-    let mut symbols = BinarySymbols::new(binary.clone(), bias);
-
-    // Chains that existed before attach: read memory once the probes are in,
-    // so nothing falls between the read and the first event.
-    let first = {
-        let scanner = scanner.clone();
-        tokio::task::spawn_blocking(move || scanner.scan())
-            .await
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .map_err(|source| SessionError::Memory { pid: process.pid, source })?
-    };
-    drain(events.get_mut(), &mut aggregator);
-    aggregator.apply_scan(&first);
-    // Not kept for the session: at 100k goroutines it is ~14 MiB.
-    drop(first);
+    for prepared in fixed {
+        host.start(prepared).await?;
+    }
+    let mut discovery = discovers.then(|| Discovery::new(&options));
+    if let Some(discovery) = &mut discovery {
+        discovery.rescan(&mut host).await;
+    }
 
     let stop = Arc::new(Notify::new());
     let tui = (mode == OutputMode::Tui).then(|| {
@@ -207,13 +583,12 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     });
     drop(feed);
 
-    let (scan_tx, mut scan_rx) = mpsc::channel::<GoroutineScan>(1);
-    let mut scan_in_flight = false;
-    // Reachability scans (leak proofs), off the async threads like the
-    // goroutine scans; the first right away, then every --leak-scan.
-    let (leak_tx, mut leak_rx) = mpsc::channel::<LeakScan>(1);
-    let mut leak_scan_in_flight = false;
-    let leak_mem = Arc::new(ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?);
+    // Memory scans run off the async threads; their results come back
+    // tagged with the tracee's serial.
+    let (scan_tx, mut scan_rx) = mpsc::channel::<(u64, GoroutineScan)>(64);
+    // Reachability scans (leak proofs): the first right away, then every
+    // --leak-scan.
+    let (leak_tx, mut leak_rx) = mpsc::channel::<(u64, LeakScan)>(64);
     let mut leak_tick = tokio::time::interval(options.leak_scan.0.unwrap_or(std::time::Duration::from_secs(3600)));
     leak_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut output_tick = tokio::time::interval(options.interval);
@@ -225,6 +600,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     let mut governor_tick = tokio::time::interval(GOVERNOR_WINDOW);
     governor_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     governor_tick.tick().await;
+    let mut rescan_tick = tokio::time::interval(RESCAN_EVERY);
+    rescan_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    rescan_tick.tick().await;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let deadline = options.duration.map(|d| Instant::now() + d);
@@ -236,95 +614,82 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     };
     tokio::pin!(sleep_until_deadline);
 
-    let started = Instant::now();
-    let details = mode == OutputMode::Tui || options.stacks;
-    let mut target_exited = false;
+    // With --pid alone, the session ends when its processes have exited.
+    let mut all_exited = false;
     loop {
         tokio::select! {
-            guard = events.readable_mut() => {
+            guard = host.events.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut aggregator);
+                drain(guard.get_inner_mut(), &mut host.tracees);
                 guard.clear_ready();
             }
-            Some(scan) = scan_rx.recv() => {
-                scan_in_flight = false;
-                drain(events.get_mut(), &mut aggregator);
-                aggregator.apply_scan(&scan);
-            }
-            Some(scan) = leak_rx.recv() => {
-                leak_scan_in_flight = false;
-                if let Some(e) = &scan.error {
-                    log::info!("leak scan proved nothing: {e}");
+            Some((serial, scan)) = scan_rx.recv() => {
+                host.drain();
+                if let Some(t) = host.tracees.values_mut().find(|t| t.serial == serial) {
+                    t.scan_in_flight = false;
+                    t.aggregator.apply_scan(&scan);
                 }
-                aggregator.apply_leak_scan(scan);
+            }
+            Some((serial, scan)) = leak_rx.recv() => {
+                if let Some(t) = host.tracees.values_mut().find(|t| t.serial == serial) {
+                    t.leak_scan_in_flight = false;
+                    if let Some(e) = &scan.error {
+                        log::info!("process {}: leak scan proved nothing: {e}", t.process.pid);
+                    }
+                    t.aggregator.apply_leak_scan(scan);
+                }
             }
             _ = leak_tick.tick(), if options.leak_scan.0.is_some() => {
-                if !leak_scan_in_flight {
-                    leak_scan_in_flight = true;
-                    let (mem, reach, tx) = (leak_mem.clone(), reach.clone(), leak_tx.clone());
+                for t in host.tracees.values_mut().filter(|t| !t.leak_scan_in_flight) {
+                    t.leak_scan_in_flight = true;
+                    let (mem, reach, tx, serial) = (t.leak_mem.clone(), t.reach.clone(), leak_tx.clone(), t.serial);
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.blocking_send(reachability::scan(&*mem, &reach));
+                        let _ = tx.blocking_send((serial, reachability::scan(&*mem, &reach)));
                     });
                 }
             }
             _ = resync_tick.tick() => {
-                if !scan_in_flight {
-                    scan_in_flight = true;
-                    let scanner = scanner.clone();
-                    let tx = scan_tx.clone();
+                for t in host.tracees.values_mut().filter(|t| !t.scan_in_flight) {
+                    t.scan_in_flight = true;
+                    let (scanner, tx, serial) = (t.scanner.clone(), scan_tx.clone(), t.serial);
                     tokio::task::spawn_blocking(move || match scanner.scan() {
-                        Ok(scan) => { let _ = tx.blocking_send(scan); }
+                        Ok(scan) => { let _ = tx.blocking_send((serial, scan)); }
                         Err(e) => log::debug!("goroutine scan failed: {e}"),
                     });
                 }
             }
-            _ = governor_tick.tick() => {
-                let Some(window) = cpu.window(probes.counters().hits) else { continue };
-                for switch in governor.observe(&window) {
-                    // Everything the probes said so far counts under the old coverage.
-                    drain(events.get_mut(), &mut aggregator);
-                    let result = if switch.attach {
-                        probes.attach_group(switch.group)
-                    } else {
-                        let detaching_ns = crate::process::monotonic_ns();
-                        let result = probes.detach(switch.group);
-                        // Events still in the ring buffer may have been
-                        // stamped after part of the stream stopped (pushes
-                        // without their pops): they only count.
-                        aggregator.set_coverage(coverage(&probes), detaching_ns);
-                        result
-                    };
-                    drain(events.get_mut(), &mut aggregator);
-                    match result {
-                        Ok(()) => {
-                            switches += 1;
-                            log::warn!(
-                                "overhead governor: {} {} probes: {}",
-                                if switch.attach { "re-attached" } else { "detached" },
-                                switch.group.name(),
-                                switch.reason
-                            );
-                        }
-                        Err(e) if switch.attach => {
-                            governor.attach_failed(switch.group);
-                            log::warn!("overhead governor: re-attaching {} probes failed: {e}", switch.group.name());
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                    aggregator.set_coverage(coverage(&probes), crate::process::monotonic_ns());
+            _ = governor_tick.tick() => host.govern()?,
+            _ = rescan_tick.tick(), if discovery.is_some() => {
+                if let Some(discovery) = &mut discovery {
+                    discovery.rescan(&mut host).await;
                 }
             }
             _ = output_tick.tick() => {
-                if !process.is_alive() {
-                    target_exited = true;
+                host.drain();
+                let mut snapshots = Vec::with_capacity(host.tracees.len());
+                let pids: Vec<u32> = host.tracees.keys().copied().collect();
+                for pid in pids {
+                    let Some(t) = host.tracees.get(&pid) else { continue };
+                    // A process that exec'd runs another program: for this
+                    // one, that is an exit.
+                    let exited = !t.process.is_alive() || Identity::of(pid).ok().flatten().as_ref() != Some(&t.identity);
+                    let Some(mut snapshot) = host.snapshot(pid) else { continue };
+                    if exited {
+                        snapshot.target_exited = true;
+                        log::warn!("process {pid} ({}): exited", snapshot.exe);
+                        host.release(pid);
+                    }
+                    mode.print(&snapshot, options.top)?;
+                    snapshots.push(Arc::new(snapshot));
+                }
+                if let Some(one) = snapshots.first().filter(|_| !is_multi(&options)) {
+                    publisher.publish(Snapshot::clone(one));
+                }
+                fleet.publish(Fleet { snapshots });
+                if !discovers && host.tracees.is_empty() {
+                    all_exited = true;
                     break;
                 }
-                drain(events.get_mut(), &mut aggregator);
-                aggregator.set_events_lost(probes.counters().events_lost);
-                let inputs = snapshot_inputs(&options, &probes, started, details, &governor, switches);
-                let snapshot = aggregator.snapshot(&info, &mut symbols, &inputs);
-                mode.print(&snapshot, options.top)?;
-                publisher.publish(snapshot);
             }
             _ = &mut sleep_until_deadline => break,
             _ = sigint.recv() => break,
@@ -332,18 +697,27 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
             _ = stop.notified() => break,
         }
     }
-    // The last snapshot, with every event the ring still holds.
-    drain(events.get_mut(), &mut aggregator);
-    aggregator.set_events_lost(probes.counters().events_lost);
-    let inputs = snapshot_inputs(&options, &probes, started, details, &governor, switches);
-    let mut last = aggregator.snapshot(&info, &mut symbols, &inputs);
-    last.target_exited = target_exited || !process.is_alive();
-    mode.print(&last, options.top)?;
-    let keep_screen = last.target_exited;
-    publisher.publish(last);
-    // Detach before waiting on the user: the target owes us nothing now.
-    drop(events);
-    drop(probes);
+    // The last snapshots, with every event the ring still holds.
+    host.drain();
+    let mut snapshots = Vec::new();
+    let pids: Vec<u32> = host.tracees.keys().copied().collect();
+    for pid in pids {
+        let alive = host.tracees.get(&pid).is_some_and(|t| t.process.is_alive());
+        let Some(mut last) = host.snapshot(pid) else { continue };
+        last.target_exited = !alive;
+        mode.print(&last, options.top)?;
+        host.release(pid);
+        snapshots.push(Arc::new(last));
+    }
+    let keep_screen = all_exited || snapshots.iter().any(|s| s.target_exited);
+    if let Some(one) = snapshots.first().filter(|_| !is_multi(&options)) {
+        publisher.publish(Snapshot::clone(one));
+    }
+    if !snapshots.is_empty() {
+        fleet.publish(Fleet { snapshots });
+    }
+    // Detach before waiting on the user: the targets owe us nothing now.
+    drop(host);
     if let Some(tui) = tui {
         if !keep_screen {
             // Closing the feed tells the TUI to leave; when the target
@@ -371,7 +745,7 @@ const GOVERNOR_WINDOW: std::time::Duration = std::time::Duration::from_millis(50
 const FALLBACK_COST_NS: f64 = 3000.0;
 
 /// Which event streams are complete with the probes attached now.
-fn coverage(probes: &Probes) -> Coverage {
+fn coverage(probes: &ProcessProbes) -> Coverage {
     let states: Vec<(ProbeId, bool)> = probes.states().map(|(_, p, attached)| (p, attached)).collect();
     let all = |pred: fn(ProbeId) -> bool| states.iter().filter(|(p, _)| pred(*p)).all(|(_, a)| *a);
     let is_push = |p: ProbeId| matches!(p, ProbeId::DeferProc | ProbeId::DeferProcStack | ProbeId::DeferProcAt);
@@ -436,15 +810,14 @@ impl CpuClock {
 
 fn snapshot_inputs(
     options: &Options,
-    probes: &Probes,
-    started: Instant,
+    tracee: &Tracee,
+    counters: &probes::ProbeCounters,
     details: bool,
-    governor: &Governor,
-    switches: u64,
 ) -> SnapshotInputs {
-    let counters = probes.counters();
+    let (governor, switches) = (&tracee.governor, tracee.switches);
     let mut mode = Mode::Exact;
-    let probe_hits = probes
+    let probe_hits = tracee
+        .probes
         .states()
         .map(|(function, probe, attached)| {
             if !attached {
@@ -472,18 +845,21 @@ fn snapshot_inputs(
         details,
         now_ns: crate::process::monotonic_ns(),
         leak_after_ns: u64::try_from(options.leak_after.as_nanos()).unwrap_or(u64::MAX),
-        trace_uptime_s: started.elapsed().as_secs_f64(),
+        trace_uptime_s: tracee.started.elapsed().as_secs_f64(),
         probe_hits,
         mode,
         overhead: Some(overhead),
     }
 }
 
-/// Applies every event the ring buffer holds now.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, aggregator: &mut Aggregator) {
+/// Applies every event the ring buffer holds now, each to its process's
+/// aggregator (events of a process just released are dropped).
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, tracees: &mut BTreeMap<u32, Tracee>) {
     while let Some(item) = ring.next() {
         if let Some(event) = probes::decode_event(&item) {
-            aggregator.apply_event(&event);
+            if let Some(t) = tracees.get_mut(&event.tgid) {
+                t.aggregator.apply_event(&event);
+            }
         }
     }
 }

@@ -174,6 +174,8 @@ struct SiteStats {
 pub struct ProcessInfo {
     pub pid: u32,
     pub exe: String,
+    /// See `Snapshot::container`.
+    pub container: Option<String>,
     pub go_version: String,
     pub arch: String,
     pub probes: Vec<String>,
@@ -731,6 +733,7 @@ impl Aggregator {
             time: inputs.time.clone(),
             pid: info.pid,
             exe: info.exe.clone(),
+            container: info.container.clone(),
             go_version: info.go_version.clone(),
             arch: info.arch.clone(),
             probes: info.probes.clone(),

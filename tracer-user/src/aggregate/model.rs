@@ -234,6 +234,10 @@ pub struct Snapshot {
     pub time: String,
     pub pid: u32,
     pub exe: String,
+    /// The container (or pod) the process runs in, from `/proc/PID/cgroup`;
+    /// absent outside containers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub go_version: String,
     pub arch: String,
     /// Runtime functions with a probe attached, by name.
@@ -276,6 +280,7 @@ impl Snapshot {
             time: self.time.clone(),
             pid: self.pid,
             exe: self.exe.clone(),
+            container: self.container.clone(),
             go_version: self.go_version.clone(),
             arch: self.arch.clone(),
             probes: self.probes.clone(),

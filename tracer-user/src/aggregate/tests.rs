@@ -28,7 +28,7 @@ impl Symbolizer for FakeSymbols {
 /// An event; pushes and pops do not say which record is below them.
 fn ev(kind: EventKind, t: u64, goid: u64, pc: u64) -> Event {
     let aux = if matches!(kind, EventKind::DeferPush | EventKind::DeferPop) { UNKNOWN_RECORD } else { 0 };
-    Event { kind: kind as u32, probe: 0, ktime_ns: t, goid, pc, arg: 0, aux, tid: 0, _pad: 0 }
+    Event { kind: kind as u32, probe: 0, ktime_ns: t, goid, pc, arg: 0, aux, tid: 0, tgid: 0 }
 }
 
 /// A push or pop event naming the record below the one pushed or popped.

@@ -12,7 +12,7 @@ use axum::{
 };
 use prometheus_client::{encoding::text, registry::Registry};
 
-use crate::feed::SnapshotFeed;
+use crate::feed::FleetFeed;
 
 pub mod collector;
 
@@ -25,7 +25,7 @@ const INDEX: &str = "deferscope: Go defer-chain and goroutine-leak tracer.\nMetr
 
 /// The registry served on `/metrics`: one collector that encodes the latest
 /// snapshot of `feed` on each scrape.
-pub fn registry(feed: SnapshotFeed, top_sites: usize) -> Registry {
+pub fn registry(feed: FleetFeed, top_sites: usize) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector::new(feed, top_sites)));
     registry
@@ -57,7 +57,7 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
 
 /// Binds `addr` (failing early if it cannot) and serves `/metrics` from the
 /// latest snapshot in a background task; abort the handle to stop.
-pub async fn serve(addr: SocketAddr, feed: SnapshotFeed, top_sites: usize) -> io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(addr: SocketAddr, feed: FleetFeed, top_sites: usize) -> io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr().unwrap_or(addr);
     let app = router(Arc::new(registry(feed, top_sites)));

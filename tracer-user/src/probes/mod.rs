@@ -10,14 +10,14 @@ use std::{io, num::NonZeroU32, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
         ProgramError, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{Event, ProbeId, counter, globals};
+use tracer_common::{Event, NO_OFFSET, ProbeId, ProcessHits, ProcessParams, counter};
 
 use crate::{
     gobin::{GoBinError, GoBinary, ProbePoint},
@@ -71,8 +71,19 @@ struct Attachment {
     links: Vec<UProbeLinkId>,
 }
 
-pub struct Probes {
+/// The loaded probe programs and maps, shared by every traced process: the
+/// programs are loaded once and attached to each process's binary, each
+/// process's parameters sit in the `PROCESSES` map under its tgid.
+///
+/// Dropping it detaches every uprobe and unloads the programs.
+pub struct ProbeObject {
     ebpf: Ebpf,
+}
+
+/// The probes of one traced process: its uprobe links on the shared
+/// programs. Give it back with [`ProbeObject::release`]; until then its
+/// probes stay attached.
+pub struct ProcessProbes {
     /// Every probe placed at attach, in plan order.
     attachments: Vec<Attachment>,
     /// `/proc/PID/exe` of the target.
@@ -80,43 +91,57 @@ pub struct Probes {
     pid: NonZeroU32,
 }
 
-impl Probes {
-    pub fn attach(process: &TracedProcess, binary: &GoBinary, layout: &RuntimeLayout) -> Result<Self, ProbeError> {
+impl ProbeObject {
+    /// Loads the probe programs (attached to nothing yet).
+    pub fn load() -> Result<Self, ProbeError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         raise_memlock_limit();
-        let tgid = process.pid;
-        let goid_offset = layout.g_goid;
-        let parent_offset = layout.g_parent_goid.unwrap_or(globals::NO_OFFSET);
-        let gopc_offset = layout.g_gopc;
-        let startpc_offset = layout.g_startpc;
-        let open_defer_offset = layout.defer_open_defer.unwrap_or(globals::NO_OFFSET);
-        let g_defer_offset = layout.g_defer;
-        let defer_fn_offset = layout.defer_fn;
-        let defer_link_offset = layout.defer_link;
-        let mut ebpf = EbpfLoader::new()
-            .override_global(globals::TARGET_TGID, &tgid, true)
-            .override_global(globals::GOID_OFFSET, &goid_offset, true)
-            .override_global(globals::PARENT_GOID_OFFSET, &parent_offset, true)
-            .override_global(globals::GOPC_OFFSET, &gopc_offset, true)
-            .override_global(globals::STARTPC_OFFSET, &startpc_offset, true)
-            .override_global(globals::OPEN_DEFER_OFFSET, &open_defer_offset, true)
-            .override_global(globals::G_DEFER_OFFSET, &g_defer_offset, true)
-            .override_global(globals::DEFER_FN_OFFSET, &defer_fn_offset, true)
-            .override_global(globals::DEFER_LINK_OFFSET, &defer_link_offset, true)
-            .load(EBPF_OBJECT)
-            .map_err(|e| ProbeError::Load(e.to_string()))?;
+        let ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ProbeError::Load(e.to_string()))?;
+        Ok(Self { ebpf })
+    }
 
+    /// Registers `process` (its parameters and hit counters) and attaches the
+    /// probes of its Go version to its binary. All or nothing: on error the
+    /// process is left untouched.
+    pub fn attach(
+        &mut self,
+        process: &TracedProcess,
+        binary: &GoBinary,
+        layout: &RuntimeLayout,
+    ) -> Result<ProcessProbes, ProbeError> {
         let pid = NonZeroU32::new(process.pid).ok_or(io::Error::other("PID 0"))?;
-        let mut attachments = Vec::new();
+        let params = ProcessParams {
+            goid_offset: layout.g_goid,
+            parent_goid_offset: layout.g_parent_goid.unwrap_or(NO_OFFSET),
+            gopc_offset: layout.g_gopc,
+            startpc_offset: layout.g_startpc,
+            g_defer_offset: layout.g_defer,
+            defer_fn_offset: layout.defer_fn,
+            defer_link_offset: layout.defer_link,
+            open_defer_offset: layout.defer_open_defer.unwrap_or(NO_OFFSET),
+        };
+        self.register(process.pid, params)?;
+        let mut probes = ProcessProbes { attachments: Vec::new(), exe_link: process.exe_link.clone(), pid };
+        match self.attach_plan(&mut probes, binary) {
+            Ok(()) => Ok(probes),
+            Err(e) => {
+                self.release(probes);
+                Err(e)
+            }
+        }
+    }
+
+    fn attach_plan(&mut self, probes: &mut ProcessProbes, binary: &GoBinary) -> Result<(), ProbeError> {
+        let pid = probes.pid;
         for planned in goruntime::probe_plan::plan(binary.version()) {
             let (function, points) = match planned.placement {
                 Placement::Entry(function) => {
                     if binary.function_entry(function).is_none() {
                         if planned.required {
                             return Err(ProbeError::MissingFunction {
-                                pid: process.pid,
+                                pid: pid.get(),
                                 function,
                                 version: binary.version().raw.clone(),
                             });
@@ -129,24 +154,155 @@ impl Probes {
                 }
                 Placement::AfterCall { caller, callee } => {
                     if binary.function_entry(caller).is_none() {
-                        log::warn!("{caller} not found: goroutine creation will not be counted");
+                        log::warn!("process {pid}: {caller} not found: goroutine creation will not be counted");
                         continue;
                     }
                     match binary.call_return_points(caller, callee) {
                         Ok(points) if !points.is_empty() => (callee, points),
                         Ok(_) | Err(_) => {
-                            log::warn!("no call to {callee} found in {caller}: goroutine creation will not be counted");
+                            log::warn!(
+                                "process {pid}: no call to {callee} found in {caller}: goroutine creation will not \
+                                 be counted"
+                            );
                             continue;
                         }
                     }
                 }
             };
-            let links = attach_points(&mut ebpf, planned.probe, function, &points, &process.exe_link, pid)?;
-            attachments.push(Attachment { function, probe: planned.probe, points, links });
+            let links = attach_points(&mut self.ebpf, planned.probe, function, &points, &probes.exe_link, pid)?;
+            probes.attachments.push(Attachment { function, probe: planned.probe, points, links });
         }
-        Ok(Self { ebpf, attachments, exe_link: process.exe_link.clone(), pid })
+        Ok(())
     }
 
+    /// Makes the probes serve `tgid`: its parameters, and zeroed hit counters.
+    fn register(&mut self, tgid: u32, params: ProcessParams) -> Result<(), ProbeError> {
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let mut hits = PerCpuHashMap::<_, u32, ProcessHits>::try_from(
+            self.ebpf.map_mut("PROBE_HITS").ok_or(ProbeError::MissingMap("PROBE_HITS"))?,
+        )
+        .map_err(|e| ProbeError::Load(e.to_string()))?;
+        let zero = PerCpuValues::try_from(vec![ProcessHits::default(); nr_cpus])
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
+        hits.insert(tgid, zero, 0).map_err(|e| ProbeError::Load(format!("registering process {tgid}: {e}")))?;
+        let mut processes = HashMap::<_, u32, ProcessParams>::try_from(
+            self.ebpf.map_mut("PROCESSES").ok_or(ProbeError::MissingMap("PROCESSES"))?,
+        )
+        .map_err(|e| ProbeError::Load(e.to_string()))?;
+        processes.insert(tgid, params, 0).map_err(|e| ProbeError::Load(format!("registering process {tgid}: {e}")))?;
+        Ok(())
+    }
+
+    /// Detaches every probe of a process and forgets it. Never fails: a
+    /// process that exited has nothing left to detach from.
+    pub fn release(&mut self, probes: ProcessProbes) {
+        let tgid = probes.pid.get();
+        for a in probes.attachments {
+            if let Ok(program) = program_mut(&mut self.ebpf, a.probe) {
+                for link in a.links {
+                    let _ = program.detach(link);
+                }
+            }
+        }
+        if let Some(map) = self.ebpf.map_mut("PROCESSES") {
+            if let Ok(mut processes) = HashMap::<_, u32, ProcessParams>::try_from(map) {
+                let _ = processes.remove(&tgid);
+            }
+        }
+        if let Some(map) = self.ebpf.map_mut("PROBE_HITS") {
+            if let Ok(mut hits) = PerCpuHashMap::<_, u32, ProcessHits>::try_from(map) {
+                let _ = hits.remove(&tgid);
+            }
+        }
+    }
+
+    /// Detaches every probe of `group` from one process: from now on they
+    /// cost it nothing.
+    pub fn detach(&mut self, probes: &mut ProcessProbes, group: Group) -> Result<(), ProbeError> {
+        for a in probes.attachments.iter_mut().filter(|a| Group::of(a.probe) == group) {
+            let program = program_mut(&mut self.ebpf, a.probe)?;
+            for link in a.links.drain(..) {
+                program.detach(link).map_err(|e| ProbeError::Load(format!("detaching {}: {e}", a.function)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-attaches every probe of `group` to one process; all or none.
+    pub fn attach_group(&mut self, probes: &mut ProcessProbes, group: Group) -> Result<(), ProbeError> {
+        let mut done = Vec::new();
+        for (i, a) in probes.attachments.iter().enumerate() {
+            if Group::of(a.probe) != group || !a.links.is_empty() {
+                continue;
+            }
+            match attach_points(&mut self.ebpf, a.probe, a.function, &a.points, &probes.exe_link, probes.pid) {
+                Ok(links) => done.push((i, links)),
+                Err(e) => {
+                    for (i, links) in done {
+                        let probe = probes.attachments[i].probe;
+                        if let Ok(program) = program_mut(&mut self.ebpf, probe) {
+                            for link in links {
+                                let _ = program.detach(link);
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (i, links) in done {
+            probes.attachments[i].links = links;
+        }
+        Ok(())
+    }
+
+    /// Measures what one probe hit costs on this kernel, in ns (see
+    /// [`calibrate`]).
+    pub fn calibrate(&mut self) -> Result<f64, ProbeError> {
+        calibrate::cost_per_hit_ns(&mut self.ebpf)
+    }
+
+    /// The event stream of every traced process, registered with tokio.
+    /// Call once.
+    pub fn take_events(&mut self) -> Result<AsyncFd<RingBuf<MapData>>, ProbeError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::MissingMap("EVENTS"))?;
+        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Load(e.to_string()))?;
+        // SAFETY: the ring buffer's fd stays open as long as the AsyncFd owns it.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
+        Ok(fd)
+    }
+
+    /// The health counters (shared by all processes: one ring buffer) and
+    /// the probe hits of process `tgid`.
+    pub fn counters(&self, tgid: u32) -> ProbeCounters {
+        let mut out = ProbeCounters::default();
+        if let Some(map) = self.ebpf.map("COUNTERS") {
+            if let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) {
+                let sum = |i: u32| array.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+                out.events_lost = sum(counter::EVENTS_LOST);
+                out.read_errors = sum(counter::READ_ERRORS);
+                out.open_defer_skipped = sum(counter::OPEN_DEFER_SKIPPED);
+                out.rangefunc_header_skipped = sum(counter::RANGEFUNC_HEADER_SKIPPED);
+                out.calibration_hits = sum(counter::CALIBRATION_HITS);
+            }
+        }
+        if let Some(map) = self.ebpf.map("PROBE_HITS") {
+            if let Ok(hits) = PerCpuHashMap::<&MapData, u32, ProcessHits>::try_from(map) {
+                if let Ok(per_cpu) = hits.get(&tgid, 0) {
+                    for cpu in per_cpu.iter() {
+                        for (sum, h) in out.hits.iter_mut().zip(cpu.hits) {
+                            *sum += h;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl ProcessProbes {
     /// Names of the runtime functions deferscope probes (attached or
     /// detached by the governor).
     pub fn functions(&self) -> Vec<String> {
@@ -164,85 +320,6 @@ impl Probes {
         groups.sort();
         groups.dedup();
         groups
-    }
-
-    /// Detaches every probe of `group`: from now on they cost the target
-    /// nothing.
-    pub fn detach(&mut self, group: Group) -> Result<(), ProbeError> {
-        for a in self.attachments.iter_mut().filter(|a| Group::of(a.probe) == group) {
-            let program = program_mut(&mut self.ebpf, a.probe)?;
-            for link in a.links.drain(..) {
-                program.detach(link).map_err(|e| ProbeError::Load(format!("detaching {}: {e}", a.function)))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Re-attaches every probe of `group`; all or none.
-    pub fn attach_group(&mut self, group: Group) -> Result<(), ProbeError> {
-        let mut done = Vec::new();
-        for (i, a) in self.attachments.iter().enumerate() {
-            if Group::of(a.probe) != group || !a.links.is_empty() {
-                continue;
-            }
-            match attach_points(&mut self.ebpf, a.probe, a.function, &a.points, &self.exe_link, self.pid) {
-                Ok(links) => done.push((i, links)),
-                Err(e) => {
-                    for (i, links) in done {
-                        let probe = self.attachments[i].probe;
-                        if let Ok(program) = program_mut(&mut self.ebpf, probe) {
-                            for link in links {
-                                let _ = program.detach(link);
-                            }
-                        }
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        for (i, links) in done {
-            self.attachments[i].links = links;
-        }
-        Ok(())
-    }
-
-    /// Measures what one probe hit costs on this kernel, in ns (see
-    /// [`calibrate`]).
-    pub fn calibrate(&mut self) -> Result<f64, ProbeError> {
-        calibrate::cost_per_hit_ns(&mut self.ebpf)
-    }
-
-    /// The event stream, registered with tokio. Call once.
-    pub fn take_events(&mut self) -> Result<AsyncFd<RingBuf<MapData>>, ProbeError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::MissingMap("EVENTS"))?;
-        let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Load(e.to_string()))?;
-        // SAFETY: the ring buffer's fd stays open as long as the AsyncFd owns it.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
-        Ok(fd)
-    }
-
-    pub fn counters(&self) -> ProbeCounters {
-        let mut out = ProbeCounters::default();
-        if let Some(map) = self.ebpf.map("COUNTERS") {
-            if let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) {
-                let sum = |i: u32| array.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-                out.events_lost = sum(counter::EVENTS_LOST);
-                out.read_errors = sum(counter::READ_ERRORS);
-                out.open_defer_skipped = sum(counter::OPEN_DEFER_SKIPPED);
-                out.rangefunc_header_skipped = sum(counter::RANGEFUNC_HEADER_SKIPPED);
-                out.calibration_hits = sum(counter::CALIBRATION_HITS);
-            }
-        }
-        if let Some(map) = self.ebpf.map("PROBE_HITS") {
-            if let Ok(array) = PerCpuArray::<&MapData, u64>::try_from(map) {
-                for probe in ProbeId::ALL {
-                    let i = probe as u32;
-                    out.hits[i as usize] = array.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-                }
-            }
-        }
-        out
     }
 }
 

@@ -1,6 +1,7 @@
 //! The traced process: its identity in /proc (`traced`), its memory, read
 //! only (`memory`), and the goroutines scanned from that memory (`scan`,
-//! with stacks unwound by `stack`).
+//! with stacks unwound by `stack`); finding processes to trace (`discover`).
+pub(crate) mod discover;
 pub(crate) mod memory;
 pub(crate) mod reachability;
 pub(crate) mod scan;

@@ -6,10 +6,17 @@
 //! states, leak groups and defer sites that vanish are simply not emitted
 //! any more, never left stale.
 //!
-//! The only state kept between scrapes is what keeps counters monotonic:
-//! the highest value emitted per counter series, and the pushes of sites
-//! while they were folded into `site="other"` (so that `other` never goes
-//! down when a site moves into the top N).
+//! Every traced process is in the same families, its series labelled `pid`,
+//! `exe` and, in a container, `container`. A process that exited is served
+//! once more with `deferscope_up 0`, then its series are gone. Cardinality
+//! is bounded per process (`--metrics-top-sites` sites and leak groups per
+//! verdict) and so across processes by `--max-processes`.
+//!
+//! The only state kept between scrapes is what keeps counters monotonic,
+//! per process (and dropped with it): the highest value emitted per counter
+//! series, and the pushes of sites while they were folded into
+//! `site="other"` (so that `other` never goes down when a site moves into
+//! the top N).
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
@@ -24,7 +31,7 @@ use prometheus_client::{
 
 use crate::{
     aggregate::model::{GoroutineView, ProbeState, Site, Snapshot, Verdict},
-    feed::SnapshotFeed,
+    feed::FleetFeed,
     goruntime::GoroutineStatus,
 };
 
@@ -47,11 +54,12 @@ const STATES: [GoroutineStatus; 4] =
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Encodes the latest snapshot of `feed` on each scrape.
+/// Encodes the latest snapshots of `feed` on each scrape.
 pub struct SnapshotCollector {
-    feed: SnapshotFeed,
+    feed: FleetFeed,
     top: usize,
-    counters: Mutex<CounterState>,
+    /// Per traced process (by PID).
+    counters: Mutex<HashMap<u32, CounterState>>,
 }
 
 impl std::fmt::Debug for SnapshotCollector {
@@ -63,19 +71,111 @@ impl std::fmt::Debug for SnapshotCollector {
 impl SnapshotCollector {
     /// `top`: at most this many `site` series and leak groups, the rest
     /// folded into `other`.
-    pub fn new(feed: SnapshotFeed, top: usize) -> Self {
-        Self { feed, top, counters: Mutex::new(CounterState::default()) }
+    pub fn new(feed: FleetFeed, top: usize) -> Self {
+        Self { feed, top, counters: Mutex::new(HashMap::new()) }
     }
 }
 
 impl Collector for SnapshotCollector {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(snapshot) = self.feed.latest() else {
+        let Some(fleet) = self.feed.latest() else {
             // Nothing to say before the first snapshot.
             return Ok(());
         };
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        encode_snapshot(encoder, &snapshot, self.top, &mut counters)
+        // Processes no longer in the fleet are gone for good (a restart is a
+        // new PID): so is what kept their counters monotonic.
+        counters.retain(|pid, _| fleet.snapshots.iter().any(|s| s.pid == *pid));
+        let mut families = Families::default();
+        for snapshot in &fleet.snapshots {
+            let state = counters.entry(snapshot.pid).or_default();
+            snapshot_families(&mut families, snapshot, self.top, state);
+        }
+        families.encode(encoder)
+    }
+}
+
+/// One sample's value.
+#[derive(Clone, Debug)]
+enum Sample {
+    Counter(u64),
+    GaugeInt(i64),
+    GaugeUint(u64),
+    GaugeFloat(f64),
+    Histogram { sum: f64, count: u64, buckets: Vec<(f64, u64)> },
+    Info,
+}
+
+impl From<i64> for Sample {
+    fn from(v: i64) -> Self {
+        Self::GaugeInt(v)
+    }
+}
+
+impl From<u64> for Sample {
+    fn from(v: u64) -> Self {
+        Self::GaugeUint(v)
+    }
+}
+
+impl From<f64> for Sample {
+    fn from(v: f64) -> Self {
+        Self::GaugeFloat(v)
+    }
+}
+
+/// One metric family: its descriptor and the series of every process.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    series: Vec<(Labels, Sample)>,
+}
+
+/// The families of a scrape, in the order they first appear; each
+/// descriptor is written once, whatever the number of processes.
+#[derive(Default)]
+struct Families(Vec<Family>);
+
+impl Families {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        unit: Option<&Unit>,
+        kind: MetricType,
+        series: impl IntoIterator<Item = (Labels, Sample)>,
+    ) {
+        let index = match self.0.iter().position(|f| f.name == name) {
+            Some(i) => i,
+            None => {
+                self.0.push(Family { name, help, unit: unit.cloned(), kind, series: Vec::new() });
+                self.0.len() - 1
+            }
+        };
+        self.0[index].series.extend(series);
+    }
+
+    fn encode(self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for family in self.0.into_iter().filter(|f| !f.series.is_empty()) {
+            let mut metric = encoder.encode_descriptor(family.name, family.help, family.unit.as_ref(), family.kind)?;
+            for (labels, sample) in &family.series {
+                match sample {
+                    Sample::Info => metric.encode_info(labels)?,
+                    Sample::Counter(v) => {
+                        metric.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(v, None)?
+                    }
+                    Sample::GaugeInt(v) => metric.encode_family(labels)?.encode_gauge(v)?,
+                    Sample::GaugeUint(v) => metric.encode_family(labels)?.encode_gauge(v)?,
+                    Sample::GaugeFloat(v) => metric.encode_family(labels)?.encode_gauge(v)?,
+                    Sample::Histogram { sum, count, buckets } => {
+                        metric.encode_family(labels)?.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -116,37 +216,20 @@ fn with(base: &Labels, extra: &[(&'static str, String)]) -> Labels {
     labels
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: &[(Labels, u64)],
-) -> Result<(), std::fmt::Error> {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, value) in series {
-        metric.encode_family(labels)?.encode_counter::<NoLabelSet, u64, u64>(value, None)?;
-    }
-    Ok(())
+fn counter(families: &mut Families, name: &'static str, help: &'static str, series: &[(Labels, u64)]) {
+    let samples = series.iter().map(|(labels, v)| (labels.clone(), Sample::Counter(*v)));
+    families.add(name, help, None, MetricType::Counter, samples);
 }
 
-fn gauge<V: prometheus_client::encoding::EncodeGaugeValue>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
+fn gauge<V: Copy + Into<Sample>>(
+    families: &mut Families,
+    name: &'static str,
+    help: &'static str,
     unit: Option<&Unit>,
     series: &[(Labels, V)],
-) -> Result<(), std::fmt::Error> {
-    if series.is_empty() {
-        return Ok(());
-    }
-    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in series {
-        metric.encode_family(labels)?.encode_gauge(value)?;
-    }
-    Ok(())
+) {
+    let samples = series.iter().map(|(labels, v)| (labels.clone(), (*v).into()));
+    families.add(name, help, unit, MetricType::Gauge, samples);
 }
 
 /// A defer site's numbers, labelled `function file:line`.
@@ -192,14 +275,11 @@ fn leak_series(snapshot: &Snapshot, top: usize, verdict: Verdict) -> Vec<([Strin
 }
 
 /// Every family of one snapshot. Pure but for `counters`.
-pub fn encode_snapshot(
-    mut encoder: DescriptorEncoder<'_>,
-    snapshot: &Snapshot,
-    top: usize,
-    counters: &mut CounterState,
-) -> Result<(), std::fmt::Error> {
-    let e = &mut encoder;
-    let base: Labels = vec![("pid", snapshot.pid.to_string()), ("exe", snapshot.exe.clone())];
+fn snapshot_families(e: &mut Families, snapshot: &Snapshot, top: usize, counters: &mut CounterState) {
+    let mut base: Labels = vec![("pid", snapshot.pid.to_string()), ("exe", snapshot.exe.clone())];
+    if let Some(container) = &snapshot.container {
+        base.push(("container", container.clone()));
+    }
     let t = &snapshot.totals;
     let user: Vec<&GoroutineView> = snapshot.goroutines.iter().filter(|g| !g.system).collect();
 
@@ -209,14 +289,14 @@ pub fn encode_snapshot(
         "1 while deferscope is attached to the target, 0 once the target exited.",
         None,
         &[(base.clone(), i64::from(!snapshot.target_exited))],
-    )?;
-    {
-        let mut metric = e.encode_descriptor("deferscope_target", "The traced Go program.", None, MetricType::Info)?;
-        metric.encode_info(&with(
-            &base,
-            &[("go_version", snapshot.go_version.clone()), ("arch", snapshot.arch.clone())],
-        ))?;
-    }
+    );
+    e.add(
+        "deferscope_target",
+        "The traced Go program.",
+        None,
+        MetricType::Info,
+        [(with(&base, &[("go_version", snapshot.go_version.clone()), ("arch", snapshot.arch.clone())]), Sample::Info)],
+    );
 
     // Defer records.
     let mut total = |name: &'static str, value: u64| (base.clone(), counters.monotonic(name, &base, value));
@@ -225,15 +305,15 @@ pub fn encode_snapshot(
     let created = [total("deferscope_goroutines_created", t.goroutines_created)];
     let exited = [total("deferscope_goroutines_exited", t.goroutines_exited)];
     let lost = [total("deferscope_events_lost", t.events_lost)];
-    counter(e, "deferscope_defers_pushed", "Defer records pushed while traced.", &pushed)?;
-    counter(e, "deferscope_defers_popped", "Defer records popped while traced.", &popped)?;
+    counter(e, "deferscope_defers_pushed", "Defer records pushed while traced.", &pushed);
+    counter(e, "deferscope_defers_popped", "Defer records popped while traced.", &popped);
     gauge(
         e,
         "deferscope_defer_records_live",
         "Defer records on all goroutines' chains now.",
         None,
         &[(base.clone(), t.defer_records_live)],
-    )?;
+    );
     let depth_max = snapshot.goroutines.iter().map(|g| g.defer_depth).max().unwrap_or(0);
     gauge(
         e,
@@ -241,7 +321,7 @@ pub fn encode_snapshot(
         "Defer chain depth of the deepest goroutine now.",
         None,
         &[(base.clone(), depth_max)],
-    )?;
+    );
     {
         let bounds = depth_buckets();
         let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
@@ -254,13 +334,13 @@ pub fn encode_snapshot(
             let i = bounds.iter().position(|&b| depth <= b).unwrap_or(bounds.len());
             buckets[i].1 += 1;
         }
-        let mut metric = e.encode_descriptor(
+        e.add(
             "deferscope_goroutine_defer_depth",
             "Defer chain depth of each goroutine now (a distribution of the current goroutines, not cumulative).",
             None,
             MetricType::Histogram,
-        )?;
-        metric.encode_family(&base)?.encode_histogram::<NoLabelSet>(sum, user.len() as u64, &buckets, None)?;
+            [(base.clone(), Sample::Histogram { sum, count: user.len() as u64, buckets })],
+        );
     }
 
     // Defer sites, capped.
@@ -291,14 +371,14 @@ pub fn encode_snapshot(
         "deferscope_defer_site_pushed",
         "Defer records pushed while traced, by defer statement (top sites by activity; the rest in site=\"other\").",
         &site_pushed,
-    )?;
+    );
     gauge(
         e,
         "deferscope_defer_site_live",
         "Defer records live now, by defer statement (top sites by activity; the rest in site=\"other\").",
         None,
         &site_live,
-    )?;
+    );
 
     // Goroutines.
     // By label: `_Gdead` and `_Gdeadextra` both read "dead".
@@ -311,9 +391,9 @@ pub fn encode_snapshot(
     }
     let states: Vec<(Labels, u64)> =
         states.into_iter().map(|(s, n)| (with(&base, &[("state", s.to_owned())]), n)).collect();
-    gauge(e, "deferscope_goroutines", "Goroutines now (without the runtime's own), by state.", None, &states)?;
-    counter(e, "deferscope_goroutines_created", "Goroutines created while traced.", &created)?;
-    counter(e, "deferscope_goroutines_exited", "Goroutines exited while traced.", &exited)?;
+    gauge(e, "deferscope_goroutines", "Goroutines now (without the runtime's own), by state.", None, &states);
+    counter(e, "deferscope_goroutines_created", "Goroutines created while traced.", &created);
+    counter(e, "deferscope_goroutines_exited", "Goroutines exited while traced.", &exited);
     let series = |verdict: Verdict| -> Vec<(Labels, u64)> {
         leak_series(snapshot, top, verdict)
             .into_iter()
@@ -335,7 +415,7 @@ pub fn encode_snapshot(
          (top groups; the rest in \"other\").",
         None,
         &series(Verdict::Leaked),
-    )?;
+    );
     gauge(
         e,
         "deferscope_goroutines_stuck",
@@ -343,7 +423,7 @@ pub fn encode_snapshot(
          (top groups; the rest in \"other\").",
         None,
         &series(Verdict::Stuck),
-    )?;
+    );
     let growing: Vec<(Labels, u64)> = [Verdict::Leaked, Verdict::Stuck]
         .into_iter()
         .map(|v| {
@@ -357,42 +437,42 @@ pub fn encode_snapshot(
         "Leak groups that kept gaining members over the recent window (up to 5 minutes), by verdict.",
         None,
         &growing,
-    )?;
+    );
     if let Some(scan) = &snapshot.leak_scan {
         let scans = [(base.clone(), counters.monotonic("deferscope_leak_scans", &base, scan.scans))];
         let failures = [(base.clone(), counters.monotonic("deferscope_leak_scan_failures", &base, scan.failures))];
-        counter(e, "deferscope_leak_scans", "Reachability scans (leak proofs) since attach.", &scans)?;
+        counter(e, "deferscope_leak_scans", "Reachability scans (leak proofs) since attach.", &scans);
         counter(
             e,
             "deferscope_leak_scan_failures",
             "Reachability scans that proved nothing (the heap changed while read, or memory was unreadable).",
             &failures,
-        )?;
+        );
         gauge(
             e,
             "deferscope_leak_scan_duration",
             "Duration of the last reachability scan.",
             Some(&Unit::Seconds),
             &[(base.clone(), scan.duration_s)],
-        )?;
+        );
         gauge(
             e,
             "deferscope_leak_scan_read",
             "Bytes of the target's memory the last reachability scan read.",
             Some(&Unit::Bytes),
             &[(base.clone(), scan.bytes_read)],
-        )?;
+        );
         gauge(
             e,
             "deferscope_leak_scan_age",
             "Time since the last reachability scan ended.",
             Some(&Unit::Seconds),
             &[(base.clone(), scan.last_s_ago)],
-        )?;
+        );
     }
 
     // The tracer itself.
-    counter(e, "deferscope_events_lost", "Probe events lost (ring buffer full).", &lost)?;
+    counter(e, "deferscope_events_lost", "Probe events lost (ring buffer full).", &lost);
     let hits: Vec<(Labels, u64)> = snapshot
         .probe_hits
         .iter()
@@ -402,7 +482,7 @@ pub fn encode_snapshot(
             (labels, value)
         })
         .collect();
-    counter(e, "deferscope_probe_hits", "Hits of each attached probe since attach.", &hits)?;
+    counter(e, "deferscope_probe_hits", "Hits of each attached probe since attach.", &hits);
     let attached: Vec<(Labels, i64)> = snapshot
         .probe_hits
         .iter()
@@ -414,7 +494,7 @@ pub fn encode_snapshot(
         "1 while the probe is attached, 0 while the overhead governor keeps it detached.",
         None,
         &attached,
-    )?;
+    );
     if let Some(overhead) = &snapshot.overhead {
         gauge(
             e,
@@ -422,7 +502,7 @@ pub fn encode_snapshot(
             "Estimated slowdown of the target caused by the probes (probe time / the target's own CPU time).",
             None,
             &[(base.clone(), overhead.estimate_ratio)],
-        )?;
+        );
     }
     gauge(
         e,
@@ -430,8 +510,7 @@ pub fn encode_snapshot(
         "Duration of the last read of the target's goroutines from its memory.",
         Some(&Unit::Seconds),
         &[(base.clone(), snapshot.memory_read_s)],
-    )?;
-    Ok(())
+    );
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_options(options: &crate::cli::Options) -> Self {
         Self {
-            pid: options.pid,
+            pid: options.pid.first().copied().unwrap_or(0),
             interval: options.interval,
             leak_after: options.leak_after,
             metrics_addr: options.metrics_addr,

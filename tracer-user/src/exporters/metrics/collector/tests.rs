@@ -7,15 +7,15 @@ use prometheus_client::registry::Registry;
 use crate::{
     aggregate::model::Snapshot,
     exporters::metrics::{registry, render},
-    feed::{self, FeedPublisher},
+    feed::{self, FeedPublisher, Fleet},
     goruntime::GoroutineStatus,
     test_support::{app_leak as leak, app_site as site, exporter_snapshot as fixture},
 };
 
 /// A registry fed by a snapshot feed, like the server's.
-fn setup(snapshot: Snapshot, top: usize) -> (FeedPublisher, Registry) {
+fn setup(snapshot: Snapshot, top: usize) -> (FeedPublisher<Fleet>, Registry) {
     let (publisher, feed) = feed::channel();
-    publisher.publish(snapshot);
+    publisher.publish(Fleet::of(snapshot));
     (publisher, registry(feed, top))
 }
 
@@ -200,7 +200,7 @@ fn vanished_groups_disappear() {
     next.defer_sites.retain(|s| s.site.line != 30);
     next.goroutines.retain(|g| g.state != GoroutineStatus::Running);
     next.probe_hits.pop();
-    tx.publish(next);
+    tx.publish(Fleet::of(next));
     let lines = lines(&registry);
     let leaks: Vec<&String> = lines.iter().filter(|l| l.starts_with("deferscope_goroutines_leaked{")).collect();
     assert_eq!(leaks.len(), 1, "{leaks:#?}");
@@ -212,7 +212,7 @@ fn vanished_groups_disappear() {
     // No leaks at all: no leak series.
     let mut none = fixture();
     none.leaks.clear();
-    tx.publish(none);
+    tx.publish(Fleet::of(none));
     assert!(!self::lines(&registry).iter().any(|l| l.starts_with("deferscope_goroutines_leaked")));
 }
 
@@ -235,7 +235,7 @@ fn counters_are_monotonic() {
     // A total that went backwards (say, a resync) does not make the counter do.
     next.totals.defers_pushed = 1400;
     next.probe_hits[0].hits = 1600;
-    tx.publish(next);
+    tx.publish(Fleet::of(next));
     let second = lines(&registry);
     assert_eq!(value(&second, &handler), Some(5000.0));
     assert_eq!(value(&second, &other), Some(300.0 + 5.0 + 10.0));
@@ -268,7 +268,7 @@ async fn serves_metrics_and_an_index_over_http() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let (publisher, rx) = feed::channel();
-    publisher.publish(fixture());
+    publisher.publish(Fleet::of(fixture()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
