@@ -196,7 +196,13 @@ pub struct GoProgram {
 
 impl GoProgram {
     pub fn start(binary: &Path) -> anyhow::Result<Self> {
+        Self::start_with_args(binary, &[])
+    }
+
+    /// [`GoProgram::start`] with command-line arguments.
+    pub fn start_with_args(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -261,10 +267,16 @@ impl Tracer {
     /// probe with `--overhead-budget none` where emulation makes each hit
     /// cost ~100 µs; see `xtask/src/vm/`).
     pub fn attach(pid: u32, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(&[&["--pid", &pid.to_string(), "--interval", "200ms"], extra].concat())
+    }
+
+    /// deferscope with `--json`, `args` (the selection included: `--all`,
+    /// `--exe NAME`, ...) and those of `DEFERSCOPE_TEST_ARGS`.
+    pub fn spawn(args: &[&str]) -> anyhow::Result<Self> {
         let from_env = std::env::var("DEFERSCOPE_TEST_ARGS").unwrap_or_default();
         let mut child = Command::new(deferscope_bin()?)
-            .args(["--pid", &pid.to_string(), "--json", "--interval", "200ms"])
-            .args(extra)
+            .arg("--json")
+            .args(args)
             .args(from_env.split_whitespace())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -338,6 +350,12 @@ impl Tracer {
             last = Some(snapshot);
         }
         last.context("no snapshot requested")
+    }
+
+    /// Drops the snapshots printed so far and not read yet, so that the next
+    /// ones read are fresh (for timing what happens next).
+    pub fn skip_queued(&mut self) -> usize {
+        self.lines.try_iter().count()
     }
 
     /// Waits for deferscope to exit on its own; returns its status and the

@@ -74,7 +74,7 @@ pub enum SessionError {
 struct Prepared {
     process: TracedProcess,
     identity: Identity,
-    binary: Arc<GoBinary>,
+    facts: Arc<BinaryFacts>,
     scanner: Arc<GoroutineScanner>,
     reach: Arc<ReachTarget>,
     bias: u64,
@@ -84,9 +84,47 @@ struct Prepared {
 /// memory faster than this.
 const LEAK_SCAN_MAX_BYTES_PER_S: u64 = 512 << 20;
 
-/// Opens process `pid`; `shared` is the parsed binary of another traced
-/// process running the same file, if any (parsing is the costly part).
-fn prepare(pid: u32, shared: Option<Arc<GoBinary>>) -> Result<Prepared, SessionError> {
+/// What deferscope reads from a Go binary once, whatever the number of
+/// processes running it (parsing is the costly part of attaching).
+struct BinaryFacts {
+    binary: Arc<GoBinary>,
+    layout: goruntime::RuntimeLayout,
+    allgs: crate::gobin::AllgsLocation,
+    mheap: Option<u64>,
+    pointer_globals: Vec<(u64, u64)>,
+}
+
+fn binary_facts(process: &TracedProcess) -> Result<Arc<BinaryFacts>, SessionError> {
+    let pid = process.pid;
+    let exe = process.exe_path.display().to_string();
+    let binary = match GoBinary::open(&process.exe_link) {
+        Ok(b) => b,
+        Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => return Err(SessionError::NotGo { pid, exe, reason: e }),
+        Err(GoBinError::UnsupportedVersion(version)) => return Err(SessionError::UnsupportedVersion { pid, version }),
+        Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(
+                crate::process::traced::ProcessError::PermissionDenied { path: process.exe_link.clone() }.into()
+            );
+        }
+        Err(source) => return Err(SessionError::Binary { pid, exe, source }),
+    };
+    if !goruntime::SUPPORTED.contains(binary.version()) {
+        return Err(SessionError::UnsupportedVersion { pid, version: binary.version().raw.clone() });
+    }
+    let layout = goruntime::RuntimeLayout::of(&binary).map_err(|source| SessionError::Binary {
+        pid,
+        exe: exe.clone(),
+        source,
+    })?;
+    let allgs = binary.allgs_location().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
+    let mheap = binary.mheap_location();
+    let pointer_globals = binary.pointer_globals();
+    Ok(Arc::new(BinaryFacts { binary: Arc::new(binary), layout, allgs, mheap, pointer_globals }))
+}
+
+/// Opens process `pid`; `shared`: what was read from its binary for
+/// another process running the same file, if any.
+fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, SessionError> {
     let process = TracedProcess::open(pid)?;
     let identity = match Identity::of(pid) {
         Ok(Some(identity)) => identity,
@@ -98,54 +136,36 @@ fn prepare(pid: u32, shared: Option<Arc<GoBinary>>) -> Result<Prepared, SessionE
         }
         Err(e) => return Err(e.into()),
     };
-    let exe = process.exe_path.display().to_string();
-    let binary = match shared {
-        Some(binary) => binary,
-        None => match GoBinary::open(&process.exe_link) {
-            Ok(b) => Arc::new(b),
-            Err(e @ (GoBinError::NotGo | GoBinError::NotElf)) => {
-                return Err(SessionError::NotGo { pid, exe, reason: e });
-            }
-            Err(GoBinError::UnsupportedVersion(version)) => {
-                return Err(SessionError::UnsupportedVersion { pid, version });
-            }
-            Err(GoBinError::Io { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(
-                    crate::process::traced::ProcessError::PermissionDenied { path: process.exe_link.clone() }.into()
-                );
-            }
-            Err(source) => return Err(SessionError::Binary { pid, exe, source }),
-        },
+    let facts = match shared {
+        Some(facts) => facts,
+        None => binary_facts(&process)?,
     };
-    if !goruntime::SUPPORTED.contains(binary.version()) {
-        return Err(SessionError::UnsupportedVersion { pid, version: binary.version().raw.clone() });
-    }
-    let layout = goruntime::RuntimeLayout::of(&binary).map_err(|source| SessionError::Binary {
-        pid,
-        exe: exe.clone(),
-        source,
-    })?;
+    let binary = &facts.binary;
     let first_load = binary.file_offset_to_vaddr(0).unwrap_or(0);
     let bias = process.load_bias(binary.is_pie(), first_load)?;
-    let allgs = binary.allgs_location().map_err(|source| SessionError::Binary { pid, exe: exe.clone(), source })?;
+    let allgs = &facts.allgs;
     let mem = ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?;
     let reach = ReachTarget {
-        layout: layout.clone(),
+        layout: facts.layout.clone(),
         allgs: allgs.allgs.wrapping_add(bias),
         allglen: allgs.allglen.map(|a| a.wrapping_add(bias)),
-        mheap: binary.mheap_location().map(|a| a.wrapping_add(bias)),
-        globals: binary
-            .pointer_globals()
-            .into_iter()
+        mheap: facts.mheap.map(|a| a.wrapping_add(bias)),
+        globals: facts
+            .pointer_globals
+            .iter()
             .map(|(start, end)| (start.wrapping_add(bias), end.wrapping_add(bias)))
             .collect(),
         moduledata: binary.moduledata_location().map(|a| a.wrapping_add(bias)),
         allp: binary.allp_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
     };
-    let scanner =
-        GoroutineScanner::new(mem, layout, allgs.allgs.wrapping_add(bias), allgs.allglen.map(|a| a.wrapping_add(bias)));
-    Ok(Prepared { process, identity, binary, scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
+    let scanner = GoroutineScanner::new(
+        mem,
+        facts.layout.clone(),
+        allgs.allgs.wrapping_add(bias),
+        allgs.allglen.map(|a| a.wrapping_add(bias)),
+    );
+    Ok(Prepared { process, identity, facts, scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
 }
 
 fn rfc3339_now() -> String {
@@ -180,7 +200,7 @@ struct Tracee {
     serial: u64,
     identity: Identity,
     process: TracedProcess,
-    binary: Arc<GoBinary>,
+    facts: Arc<BinaryFacts>,
     scanner: Arc<GoroutineScanner>,
     reach: Arc<ReachTarget>,
     leak_mem: Arc<ProcessMemory>,
@@ -194,7 +214,13 @@ struct Tracee {
     started: Instant,
     scan_in_flight: bool,
     leak_scan_in_flight: bool,
+    /// The first memory read (the chains from before attach) is in: until
+    /// then the tracee has no snapshot.
+    ready: bool,
 }
+
+/// A goroutine scan's result, for the tracee of that serial.
+type ScanResult = (u64, Result<GoroutineScan, crate::process::memory::MemoryError>);
 
 type Ring = tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>;
 
@@ -207,13 +233,17 @@ struct Host {
     cost_per_hit_ns: f64,
     next_serial: u64,
     details: bool,
+    scans: mpsc::Sender<ScanResult>,
 }
 
 impl Host {
-    /// Attaches to a prepared process and reads the chains it already has.
-    /// On error nothing of it is left attached.
-    async fn start(&mut self, prepared: Prepared) -> Result<(), SessionError> {
-        let Prepared { process, identity, binary, scanner, reach, bias } = prepared;
+    /// Attaches to a prepared process and reads the chains it already has:
+    /// at once (`wait`: errors are the caller's), or off the loop, the
+    /// tracee ready when the read is in (see [`Host::on_scan`]). On error
+    /// nothing of it is left attached.
+    async fn start(&mut self, prepared: Prepared, wait: bool) -> Result<(), SessionError> {
+        let Prepared { process, identity, facts, scanner, reach, bias } = prepared;
+        let binary = facts.binary.clone();
         let pid = process.pid;
         let leak_mem = Arc::new(ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?);
         let probes = self.object.attach(&process, &binary, scanner.layout())?;
@@ -237,7 +267,7 @@ impl Host {
             serial: self.next_serial,
             identity,
             process,
-            binary,
+            facts,
             scanner: scanner.clone(),
             reach,
             leak_mem,
@@ -249,8 +279,9 @@ impl Host {
             cpu,
             switches: 0,
             started: Instant::now(),
-            scan_in_flight: false,
+            scan_in_flight: !wait,
             leak_scan_in_flight: false,
+            ready: wait,
         };
         // Registered before the first read, so that the events between
         // attach and that read reach its aggregator.
@@ -259,6 +290,13 @@ impl Host {
         }
         // Chains that existed before attach: read memory once the probes are
         // in, so nothing falls between the read and the first event.
+        if !wait {
+            let (tx, serial) = (self.scans.clone(), self.next_serial);
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.blocking_send((serial, scanner.scan()));
+            });
+            return Ok(());
+        }
         let first = tokio::task::spawn_blocking(move || scanner.scan())
             .await
             .map_err(|e| io::Error::other(e.to_string()))?
@@ -276,6 +314,28 @@ impl Host {
                     self.object.release(t.probes);
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Applies a goroutine scan; a process whose first read fails is
+    /// dropped (it may have exited meanwhile).
+    fn on_scan(&mut self, (serial, scan): ScanResult) {
+        self.drain();
+        let Some((&pid, t)) = self.tracees.iter_mut().find(|(_, t)| t.serial == serial) else { return };
+        t.scan_in_flight = false;
+        match scan {
+            Ok(scan) => {
+                t.aggregator.apply_scan(&scan);
+                if !t.ready {
+                    t.ready = true;
+                    log::warn!("process {pid} ({}): traced", t.info.exe);
+                }
+            }
+            Err(e) if t.ready => log::debug!("process {pid}: goroutine scan failed: {e}"),
+            Err(e) => {
+                log::warn!("process {pid} ({}): skipped: {}", t.info.exe, SessionError::Memory { pid, source: e });
+                self.release(pid);
             }
         }
     }
@@ -360,6 +420,10 @@ impl Host {
 
 /// What `--exe`/`--all` found and decided: processes examined and not
 /// traced are not examined again while they run the same program.
+///
+/// Examining a process (reading and parsing its binary) can take a while
+/// for a big program, so it happens on a thread of its own: the session
+/// keeps serving the processes it traces meanwhile.
 struct Discovery {
     exes: Vec<String>,
     all: bool,
@@ -367,31 +431,77 @@ struct Discovery {
     pids: Vec<u32>,
     max_processes: usize,
     skipped: HashMap<u32, Identity>,
+    /// Sent to the examiner, not answered yet.
+    examining: HashSet<u32>,
     /// Processes waiting for a slot under --max-processes, said once each.
     waiting: HashSet<Identity>,
     /// Executables known not to be Go programs (or unsupported ones), by
     /// device and inode, so a hundred shells are read once.
     not_traceable: HashSet<(u64, u64)>,
+    examiner: std::sync::mpsc::Sender<Job>,
+}
+
+/// A process for the examiner; `shared`: the parsed binary of a traced
+/// process running the same file.
+struct Job {
+    identity: Identity,
+    name: String,
+    shared: Option<Arc<BinaryFacts>>,
+}
+
+/// The examiner's answer.
+struct Examined {
+    identity: Identity,
+    name: String,
+    result: Result<Prepared, SessionError>,
 }
 
 /// A bound on `not_traceable`: past it the set starts over.
 const NOT_TRACEABLE_CAP: usize = 4096;
 
+/// Parsed binaries the examiner keeps after their processes are gone, so a
+/// program that restarts is attached again at once.
+const RECENT_BINARIES: usize = 4;
+
+/// Starts the examiner thread: it prepares the processes it is sent, one
+/// at a time, and stops when the job channel closes.
+fn spawn_examiner(results: mpsc::Sender<Examined>) -> io::Result<std::sync::mpsc::Sender<Job>> {
+    let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new().name("examiner".into()).spawn(move || {
+        let mut recent: std::collections::VecDeque<((u64, u64), Arc<BinaryFacts>)> = Default::default();
+        for Job { identity, name, shared } in rx {
+            let shared = shared.or_else(|| recent.iter().find(|(k, _)| *k == identity.exe).map(|(_, b)| b.clone()));
+            let result = prepare(identity.pid, shared);
+            if let Ok(prepared) = &result {
+                recent.retain(|(k, _)| *k != prepared.identity.exe);
+                recent.push_front((prepared.identity.exe, prepared.facts.clone()));
+                recent.truncate(RECENT_BINARIES);
+            }
+            if results.blocking_send(Examined { identity, name, result }).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(jobs)
+}
+
 impl Discovery {
-    fn new(options: &Options) -> Self {
+    fn new(options: &Options, examiner: std::sync::mpsc::Sender<Job>) -> Self {
         Self {
             exes: options.exe.clone(),
             all: options.all,
             pids: options.pid.clone(),
             max_processes: options.max_processes as usize,
             skipped: HashMap::new(),
+            examining: HashSet::new(),
             waiting: HashSet::new(),
             not_traceable: HashSet::new(),
+            examiner,
         }
     }
 
-    /// Processes to examine now: selected and neither traced nor already
-    /// skipped.
+    /// Processes to examine now: selected and neither traced, being
+    /// examined, nor already skipped.
     fn candidates(&mut self, tracees: &BTreeMap<u32, Tracee>) -> Vec<(Identity, String)> {
         let pids = match discover::pids() {
             Ok(pids) => pids,
@@ -406,10 +516,18 @@ impl Discovery {
         self.waiting.retain(|id| pids.binary_search(&id.pid).is_ok());
         let mut out = Vec::new();
         for pid in pids {
-            if pid == me || tracees.contains_key(&pid) {
+            if pid == me || tracees.contains_key(&pid) || self.examining.contains(&pid) {
                 continue;
             }
             let wanted_by_pid = explicit.contains(&pid);
+            // The common case, cheaply: a process skipped before, still
+            // running the same program (an exec changes the inode; a reused
+            // PID running the same file gets the same verdict).
+            if let Some(skipped) = self.skipped.get(&pid) {
+                if skipped.exe != (0, 0) && discover::exe_of(pid) == Some(skipped.exe) {
+                    continue;
+                }
+            }
             let identity = match Identity::of(pid) {
                 Ok(Some(identity)) => identity,
                 // Gone, or a kernel thread: nothing to trace.
@@ -435,7 +553,7 @@ impl Discovery {
                 continue;
             }
             if self.not_traceable.contains(&identity.exe) {
-                log::info!("process {pid} ({name}): skipped: not a traceable Go program");
+                self.log_skip(pid, &name, &"not a Go program deferscope supports", true);
                 self.skipped.insert(pid, identity);
                 continue;
             }
@@ -444,11 +562,22 @@ impl Discovery {
         out
     }
 
-    /// Examines and attaches to new processes.
-    async fn rescan(&mut self, host: &mut Host) {
+    /// One line per skipped process: at info level for --all's non-Go
+    /// processes (a host has hundreds), else a warning.
+    fn log_skip(&self, pid: u32, name: &str, reason: &dyn std::fmt::Display, not_go: bool) {
+        if not_go && self.all && !self.exes.iter().any(|e| e == name) {
+            log::info!("process {pid} ({name}): skipped: {reason}");
+        } else {
+            log::warn!("process {pid} ({name}): skipped: {reason}");
+        }
+    }
+
+    /// Looks for new processes and sends them to the examiner, as far as
+    /// --max-processes allows.
+    fn rescan(&mut self, host: &Host) {
         for (identity, name) in self.candidates(&host.tracees) {
             let pid = identity.pid;
-            if host.tracees.len() >= self.max_processes {
+            if host.tracees.len() + self.examining.len() >= self.max_processes {
                 if self.waiting.insert(identity) {
                     log::warn!(
                         "process {pid} ({name}): not traced: --max-processes {} reached (it is traced when a slot \
@@ -458,46 +587,50 @@ impl Discovery {
                 }
                 continue;
             }
-            let shared = host.tracees.values().find(|t| t.identity.exe == identity.exe).map(|t| t.binary.clone());
-            let prepared = tokio::task::spawn_blocking(move || prepare(pid, shared))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e.to_string()).into()));
-            let result = match prepared {
-                // The process may have exec'd since it was selected.
-                Ok(prepared) if prepared.identity != identity => {
-                    log::info!("process {pid} ({name}): changed while being examined; examined again next time");
-                    continue;
-                }
-                Ok(prepared) => host.start(prepared).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => {
-                    self.waiting.remove(&identity);
-                    log::warn!("process {pid} ({name}): traced");
-                }
-                Err(e) => {
-                    match &e {
-                        SessionError::NotGo { .. } if self.all && !self.exes.contains(&name) => {
-                            log::info!("process {pid} ({name}): skipped: {e}");
-                        }
-                        _ => log::warn!("process {pid} ({name}): skipped: {e}"),
+            let shared = host.tracees.values().find(|t| t.identity.exe == identity.exe).map(|t| t.facts.clone());
+            if self.examiner.send(Job { identity, name, shared }).is_ok() {
+                self.examining.insert(pid);
+            }
+        }
+    }
+
+    /// Attaches to an examined process, or says why not.
+    async fn on_examined(&mut self, host: &mut Host, examined: Examined) {
+        let Examined { identity, name, result } = examined;
+        let pid = identity.pid;
+        self.examining.remove(&pid);
+        let result = match result {
+            // The process may have exec'd since it was selected.
+            Ok(prepared) if prepared.identity != identity => {
+                log::info!("process {pid} ({name}): changed while being examined; examined again next time");
+                return;
+            }
+            Ok(prepared) => host.start(prepared, false).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.waiting.remove(&identity);
+            }
+            Err(e) => {
+                let not_traceable = matches!(e, SessionError::NotGo { .. } | SessionError::UnsupportedVersion { .. });
+                self.log_skip(pid, &name, &e, matches!(e, SessionError::NotGo { .. }));
+                if not_traceable {
+                    if self.not_traceable.len() >= NOT_TRACEABLE_CAP {
+                        self.not_traceable.clear();
                     }
-                    if matches!(e, SessionError::NotGo { .. } | SessionError::UnsupportedVersion { .. }) {
-                        if self.not_traceable.len() >= NOT_TRACEABLE_CAP {
-                            self.not_traceable.clear();
-                        }
-                        self.not_traceable.insert(identity.exe);
-                    }
-                    self.skipped.insert(pid, identity);
+                    self.not_traceable.insert(identity.exe);
                 }
+                self.skipped.insert(pid, identity);
             }
         }
     }
 }
 
-/// How often `--exe`/`--all` look for new processes.
-const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often `--exe`/`--all` look for new processes: a new one is traced
+/// within this, plus reading its binary, plus an --interval. A rescan costs
+/// one `stat` per process already seen.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs a session to completion. Returns when the duration elapses, a
 /// signal arrives, the user quits the TUI, or (with `--pid` alone) every
@@ -553,6 +686,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         }
     };
     let details = mode == OutputMode::Tui || options.stacks;
+    // Memory scans run off the async threads; their results come back
+    // tagged with the tracee's serial.
+    let (scan_tx, mut scan_rx) = mpsc::channel::<ScanResult>(64);
     let mut host = Host {
         options: options.clone(),
         object,
@@ -561,13 +697,18 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         cost_per_hit_ns,
         next_serial: 0,
         details,
+        scans: scan_tx.clone(),
     };
     for prepared in fixed {
-        host.start(prepared).await?;
+        host.start(prepared, true).await?;
     }
-    let mut discovery = discovers.then(|| Discovery::new(&options));
+    let (examined_tx, mut examined_rx) = mpsc::channel::<Examined>(16);
+    let mut discovery = match discovers {
+        true => Some(Discovery::new(&options, spawn_examiner(examined_tx)?)),
+        false => None,
+    };
     if let Some(discovery) = &mut discovery {
-        discovery.rescan(&mut host).await;
+        discovery.rescan(&host);
     }
 
     let stop = Arc::new(Notify::new());
@@ -583,9 +724,6 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     });
     drop(feed);
 
-    // Memory scans run off the async threads; their results come back
-    // tagged with the tracee's serial.
-    let (scan_tx, mut scan_rx) = mpsc::channel::<(u64, GoroutineScan)>(64);
     // Reachability scans (leak proofs): the first right away, then every
     // --leak-scan.
     let (leak_tx, mut leak_rx) = mpsc::channel::<(u64, LeakScan)>(64);
@@ -623,13 +761,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 drain(guard.get_inner_mut(), &mut host.tracees);
                 guard.clear_ready();
             }
-            Some((serial, scan)) = scan_rx.recv() => {
-                host.drain();
-                if let Some(t) = host.tracees.values_mut().find(|t| t.serial == serial) {
-                    t.scan_in_flight = false;
-                    t.aggregator.apply_scan(&scan);
-                }
-            }
+            Some(scan) = scan_rx.recv() => host.on_scan(scan),
             Some((serial, scan)) = leak_rx.recv() => {
                 if let Some(t) = host.tracees.values_mut().find(|t| t.serial == serial) {
                     t.leak_scan_in_flight = false;
@@ -640,7 +772,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 }
             }
             _ = leak_tick.tick(), if options.leak_scan.0.is_some() => {
-                for t in host.tracees.values_mut().filter(|t| !t.leak_scan_in_flight) {
+                for t in host.tracees.values_mut().filter(|t| t.ready && !t.leak_scan_in_flight) {
                     t.leak_scan_in_flight = true;
                     let (mem, reach, tx, serial) = (t.leak_mem.clone(), t.reach.clone(), leak_tx.clone(), t.serial);
                     tokio::task::spawn_blocking(move || {
@@ -652,16 +784,20 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 for t in host.tracees.values_mut().filter(|t| !t.scan_in_flight) {
                     t.scan_in_flight = true;
                     let (scanner, tx, serial) = (t.scanner.clone(), scan_tx.clone(), t.serial);
-                    tokio::task::spawn_blocking(move || match scanner.scan() {
-                        Ok(scan) => { let _ = tx.blocking_send((serial, scan)); }
-                        Err(e) => log::debug!("goroutine scan failed: {e}"),
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.blocking_send((serial, scanner.scan()));
                     });
                 }
             }
             _ = governor_tick.tick() => host.govern()?,
             _ = rescan_tick.tick(), if discovery.is_some() => {
                 if let Some(discovery) = &mut discovery {
-                    discovery.rescan(&mut host).await;
+                    discovery.rescan(&host);
+                }
+            }
+            Some(examined) = examined_rx.recv() => {
+                if let Some(discovery) = &mut discovery {
+                    discovery.on_examined(&mut host, examined).await;
                 }
             }
             _ = output_tick.tick() => {
@@ -673,6 +809,13 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     // A process that exec'd runs another program: for this
                     // one, that is an exit.
                     let exited = !t.process.is_alive() || Identity::of(pid).ok().flatten().as_ref() != Some(&t.identity);
+                    if !t.ready {
+                        if exited {
+                            log::warn!("process {pid} ({}): exited before its first read", t.info.exe);
+                            host.release(pid);
+                        }
+                        continue;
+                    }
                     let Some(mut snapshot) = host.snapshot(pid) else { continue };
                     if exited {
                         snapshot.target_exited = true;
@@ -702,6 +845,10 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     let mut snapshots = Vec::new();
     let pids: Vec<u32> = host.tracees.keys().copied().collect();
     for pid in pids {
+        if host.tracees.get(&pid).is_some_and(|t| !t.ready) {
+            host.release(pid);
+            continue;
+        }
         let alive = host.tracees.get(&pid).is_some_and(|t| t.process.is_alive());
         let Some(mut last) = host.snapshot(pid) else { continue };
         last.target_exited = !alive;

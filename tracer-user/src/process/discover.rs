@@ -31,6 +31,12 @@ impl Identity {
     }
 }
 
+/// Device and inode of the executable of `pid`, when it can be read: one
+/// `stat`, the cheap check that a known process still runs the same program.
+pub(crate) fn exe_of(pid: u32) -> Option<(u64, u64)> {
+    fs::metadata(format!("/proc/{pid}/exe")).ok().map(|meta| (meta.dev(), meta.ino()))
+}
+
 /// Every PID in /proc now (processes, not threads).
 pub(crate) fn pids() -> io::Result<Vec<u32>> {
     let mut pids: Vec<u32> =
