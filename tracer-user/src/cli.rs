@@ -69,7 +69,8 @@ pub struct Options {
 
     /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464), beside the TUI or JSON, or alone with --no-tui.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// `:PORT` listens on every IPv4 interface.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Cap on site-labelled metric series; the rest are folded into
@@ -125,6 +126,17 @@ fn parse_leak_scan(s: &str) -> Result<LeakScanEvery, String> {
     parse_duration(s).map(|d| LeakScanEvery(Some(d)))
 }
 
+/// `HOST:PORT` with an IP address, or `:PORT` (every IPv4 interface, as
+/// Prometheus exporters write it).
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_owned(),
+    };
+    full.parse().map_err(|e| format!("invalid address {s:?}: {e} (use e.g. 127.0.0.1:9464 or :9464)"))
+}
+
 /// Parses `500ms`, `2s`, `1m`, `1h30m`; rejects zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
@@ -165,6 +177,15 @@ mod tests {
         let off = Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "off"]).expect("parse");
         assert_eq!(off.leak_scan, LeakScanEvery(None));
         assert!(Options::try_parse_from(["deferscope", "-p", "1", "--leak-scan", "never"]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_addr(":9464").map(|a| a.to_string()), Ok("0.0.0.0:9464".into()));
+        assert_eq!(parse_listen_addr("127.0.0.1:1").map(|a| a.to_string()), Ok("127.0.0.1:1".into()));
+        assert_eq!(parse_listen_addr("[::1]:9464").map(|a| a.to_string()), Ok("[::1]:9464".into()));
+        assert!(parse_listen_addr(":").is_err());
+        assert!(parse_listen_addr("localhost:9464").is_err());
     }
 
     #[test]
