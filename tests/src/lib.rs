@@ -288,7 +288,8 @@ impl Tracer {
         Ok(Self { child, lines, last: None, stderr })
     }
 
-    fn stderr_text(&self) -> String {
+    /// What deferscope wrote on stderr since the last call.
+    pub fn stderr_text(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
 

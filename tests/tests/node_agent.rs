@@ -269,7 +269,7 @@ fn run_all() -> anyhow::Result<()> {
     drop(b.program);
     wait_exited(&mut tracer, dead, &[not_go_pid])?;
     prometheus.wait_for(&format!("no series for the dead PID {dead}"), |p| match series_of(p, dead) {
-        Ok(n) if n == 0.0 => Ok(()),
+        Ok(0.0) => Ok(()),
         other => Err(format!("{other:?}")),
     })?;
     let body = http_get(addr, "/metrics")?.body;
@@ -331,5 +331,62 @@ fn run_exe() -> anyhow::Result<()> {
         "snapshots of other processes: {:?}",
         rest.iter().map(|s| &s["pid"]).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root and the Go toolchains (cargo xtask test runs it)"]
+fn max_processes_caps_and_says_so() {
+    require_root();
+    if let Err(e) = run_max_processes() {
+        panic!("--max-processes: {e:#}");
+    }
+}
+
+fn run_max_processes() -> anyhow::Result<()> {
+    let tcs = four_toolchains();
+    let dir = TempDir::new("deferscope-max")?;
+    let named = fleet_binary(&tcs[1], dir.path(), "capped")?;
+    let one = Member::start(&named, 120, 1)?;
+    let two = Member::start(&named, 240, 2)?;
+    let mut tracer = Tracer::spawn(&[
+        "--exe",
+        &one.exe,
+        "--max-processes",
+        "1",
+        "--interval",
+        "200ms",
+        "--leak-after",
+        "1s",
+        "--leak-scan",
+        "off",
+    ])?;
+    // Ten snapshots: all of one process, the first one found.
+    let mut seen = std::collections::BTreeSet::new();
+    tracer.expect_every(10, "snapshots of the two programs", |s| {
+        seen.insert(s["pid"].as_u64().unwrap_or(0) as u32);
+        Ok(())
+    })?;
+    anyhow::ensure!(seen.len() == 1, "traced {seen:?} with --max-processes 1");
+    anyhow::ensure!(
+        seen.contains(&one.pid) || seen.contains(&two.pid),
+        "traced {seen:?}, neither {} nor {}",
+        one.pid,
+        two.pid
+    );
+    let (traced, waiting) = if seen.contains(&one.pid) { (one, two) } else { (two, one) };
+    let log = tracer.stderr_text();
+    let said = format!("process {} ({}): not traced: --max-processes 1 reached", waiting.pid, waiting.exe);
+    anyhow::ensure!(log.contains(&said), "no {said:?} in the log:\n{log}");
+    anyhow::ensure!(log.matches("--max-processes 1 reached").count() == 1, "said more than once:\n{log}");
+    eprintln!("   traced {}, {} waits (and the log says so)", traced.pid, waiting.pid);
+
+    // A slot frees up: the waiting one is traced, exactly.
+    let gone = traced.pid;
+    drop(traced.program);
+    wait_exited(&mut tracer, gone, &[waiting.pid])?;
+    wait_exact(&mut tracer, &[&waiting], &[gone])?;
+    let (status, _) = tracer.interrupt()?;
+    anyhow::ensure!(status.success(), "deferscope exited with {status}");
     Ok(())
 }
