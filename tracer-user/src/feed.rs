@@ -58,6 +58,11 @@ pub(crate) fn channel<T>() -> (FeedPublisher<T>, Feed<T>) {
 }
 
 impl<T> FeedPublisher<T> {
+    /// A new reader of what is published from now on.
+    pub(crate) fn subscribe(&self) -> Feed<T> {
+        Feed { rx: self.0.subscribe(), closed: false }
+    }
+
     /// Makes `value` the newest one. With no reader left (`--json` or
     /// `--once` without `/metrics`) it is not kept: holding the previous
     /// snapshot while the next is built doubles the peak memory (~33 MiB at

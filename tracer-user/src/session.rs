@@ -60,10 +60,6 @@ pub enum SessionError {
     NothingToShow(#[from] NothingToShow),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics { addr: std::net::SocketAddr, source: io::Error },
-    #[error(
-        "the dashboard shows one process: with --exe, --all or several --pid, use --json, or --no-tui with --metrics-addr"
-    )]
-    DashboardShowsOne,
     #[error("{given} processes given with --pid, more than --max-processes {max}")]
     TooManyPids { given: usize, max: u32 },
     #[error("{0}")]
@@ -174,10 +170,11 @@ fn rfc3339_now() -> String {
 
 /// Whether a session with these options shows the dashboard.
 pub fn uses_tui(options: &Options) -> bool {
-    !is_multi(options) && matches!(OutputMode::choose(options), Ok(OutputMode::Tui))
+    matches!(OutputMode::choose(options), Ok(OutputMode::Tui))
 }
 
-/// Several processes may be traced (the dashboard shows one).
+/// Several processes may be traced (the dashboard starts on the process
+/// list).
 fn is_multi(options: &Options) -> bool {
     options.discovers() || options.pid.len() > 1
 }
@@ -637,9 +634,6 @@ const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// target exited.
 pub async fn run(options: Options) -> Result<(), SessionError> {
     let mode = OutputMode::choose(&options)?;
-    if is_multi(&options) && mode == OutputMode::Tui {
-        return Err(SessionError::DashboardShowsOne);
-    }
     let discovers = options.discovers();
     let mut fixed = Vec::new();
     if !discovers {
@@ -713,13 +707,16 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
 
     let stop = Arc::new(Notify::new());
     let tui = (mode == OutputMode::Tui).then(|| {
-        let feed = feed.clone();
+        let (feed, fleet_feed) = (feed.clone(), fleet.subscribe());
         let stop = StopOnDrop(stop.clone());
         let options = options.clone();
         std::thread::spawn(move || {
             // However the TUI ends, a panic included, the session ends with it.
             let _stop = stop;
-            crate::tui::run(feed, &options)
+            match is_multi(&options) {
+                true => crate::tui::run_fleet(fleet_feed, &options),
+                false => crate::tui::run(feed, &options),
+            }
         })
     });
     drop(feed);

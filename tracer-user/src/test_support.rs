@@ -5,16 +5,18 @@
 //!
 //! - building blocks: [`empty`], [`goroutine`], [`defer_site`];
 //! - the dashboard's reference snapshot: [`snapshot`], [`snapshot_at`],
-//!   [`many`], and the dashboard's [`settings`];
+//!   [`many`], and the dashboard's [`settings`]; three processes of them:
+//!   [`fleet`];
 //! - the exporter's: [`exporter_snapshot`], [`app_site`], [`app_leak`];
 //! - the JSON schema's: [`one_goroutine`].
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     aggregate::model::{
         DeferChainEntry, DeferSiteView, GoroutineView, LeakGroup, LeakScanView, Mode, Overhead, ProbeHits, ProbeState,
         Site, Snapshot, Totals, Verdict,
     },
+    feed::Fleet,
     goruntime::GoroutineStatus,
     tui::app::Settings,
 };
@@ -55,6 +57,7 @@ pub fn settings() -> Settings {
         leak_after: Duration::from_secs(1),
         metrics_addr: Some("127.0.0.1:9464".parse().expect("addr")),
         top: None,
+        back_to_processes: false,
     }
 }
 
@@ -72,6 +75,24 @@ fn runtime(function: &str, file: &str, line: u32) -> Site {
 /// healthy traffic, a runtime goroutine.
 pub fn snapshot() -> Snapshot {
     snapshot_at(2.0, 4000)
+}
+
+/// Three processes: the reference snapshot as PIDs 4242, 5151 (without its
+/// deep goroutines, no leak, an older Go) and 6060.
+pub fn fleet(uptime: f64, pushed: u64) -> Fleet {
+    let first = snapshot_at(uptime, pushed);
+    let mut second = snapshot_at(uptime, pushed);
+    second.pid = 5151;
+    second.exe = "/srv/api/bin/api".into();
+    second.go_version = "go1.21.13".into();
+    second.goroutines.retain(|g| g.defer_depth < 10 && !g.leaked);
+    second.leaks.clear();
+    second.totals.goroutines_leaked = 0;
+    second.totals.goroutines_live = second.goroutines.iter().filter(|g| !g.system).count() as u64;
+    let mut third = snapshot_at(uptime, pushed);
+    third.pid = 6060;
+    third.exe = "/usr/local/bin/worker".into();
+    Fleet { snapshots: vec![Arc::new(first), Arc::new(second), Arc::new(third)] }
 }
 
 /// The reference snapshot with `pushed` defers pushed after `uptime` s.

@@ -11,12 +11,24 @@ use ratatui::{
 
 use super::{
     app::{App, Overlay, Panel},
+    fleet::FleetApp,
     sections,
 };
 
 /// Draws one frame.
 pub fn render<B: Backend>(terminal: &mut Terminal<B>, app: &mut App) -> Result<(), B::Error> {
     terminal.draw(|frame| draw(frame, app)).map(|_| ())
+}
+
+/// Draws one frame of a multi-process session: the opened process's
+/// dashboard, or the process list.
+pub fn render_fleet<B: Backend>(terminal: &mut Terminal<B>, fleet: &mut FleetApp) -> Result<(), B::Error> {
+    terminal
+        .draw(|frame| match &mut fleet.open {
+            Some(app) => draw(frame, app),
+            None => sections::processes::draw(frame, frame.area(), fleet),
+        })
+        .map(|_| ())
 }
 
 pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
@@ -126,6 +138,17 @@ fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
     }
     let hints: &[(&str, &str)] = match app.overlay {
         Overlay::Detail => &[("Esc", "back"), ("↑↓ jk", "scroll"), ("g G", "top/end"), ("p", "pause"), ("q", "quit")],
+        _ if app.settings.back_to_processes => &[
+            ("Esc", "processes"),
+            ("q", "quit"),
+            ("?", "help"),
+            ("Tab", "panel"),
+            ("↑↓ jk", "move"),
+            ("s", "sort"),
+            ("/", "filter"),
+            ("Enter", "details"),
+            ("p", "pause"),
+        ],
         _ => &[
             ("q", "quit"),
             ("?", "help"),
@@ -176,6 +199,7 @@ mod tests {
         test_support,
         tui::{app::Panel, keys::handle_key},
     };
+
     use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
     fn app() -> App {
@@ -280,6 +304,69 @@ mod tests {
         }
         app.on_snapshot(Arc::new(s));
         insta::assert_snapshot!(screen(&mut app, 100, 30).backend());
+    }
+
+    fn fleet_app() -> FleetApp {
+        let mut app = FleetApp::new(test_support::settings());
+        app.on_fleet(Arc::new(test_support::fleet(1.0, 2000)));
+        app.on_fleet(Arc::new(test_support::fleet(2.0, 4000)));
+        app
+    }
+
+    fn fleet_screen(app: &mut FleetApp, w: u16, h: u16) -> Terminal<TestBackend> {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+        render_fleet(&mut terminal, app).expect("draw");
+        terminal
+    }
+
+    fn fleet_keys(app: &mut FleetApp, keys: &str) {
+        for c in keys.chars() {
+            let code = match c {
+                '\n' => KeyCode::Enter,
+                '\x1b' => KeyCode::Esc,
+                c => KeyCode::Char(c),
+            };
+            app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+        }
+    }
+
+    #[test]
+    fn process_list() {
+        let mut app = fleet_app();
+        fleet_keys(&mut app, "j");
+        insta::assert_snapshot!(fleet_screen(&mut app, 100, 12).backend());
+    }
+
+    #[test]
+    fn process_list_with_an_exited_process() {
+        let mut app = fleet_app();
+        let mut last = test_support::fleet(3.0, 6000);
+        Arc::get_mut(&mut last.snapshots[2]).expect("unshared").target_exited = true;
+        app.on_fleet(Arc::new(last));
+        insta::assert_snapshot!(fleet_screen(&mut app, 80, 10).backend());
+    }
+
+    #[test]
+    fn process_list_before_the_first_process() {
+        let mut app = FleetApp::new(test_support::settings());
+        insta::assert_snapshot!(fleet_screen(&mut app, 80, 10).backend());
+    }
+
+    #[test]
+    fn process_opened_from_the_list_then_back() {
+        let mut app = fleet_app();
+        fleet_keys(&mut app, "j\n");
+        let opened = fleet_screen(&mut app, 100, 30);
+        insta::assert_snapshot!(opened.backend());
+        // Esc: back on the list, the opened process still selected.
+        fleet_keys(&mut app, "\x1b");
+        assert!(app.open.is_none());
+        let mut list = fleet_app();
+        fleet_keys(&mut list, "j");
+        assert_eq!(
+            fleet_screen(&mut app, 100, 12).backend().to_string(),
+            fleet_screen(&mut list, 100, 12).backend().to_string()
+        );
     }
 
     #[test]

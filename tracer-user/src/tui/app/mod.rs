@@ -35,6 +35,8 @@ pub struct Settings {
     pub leak_after: Duration,
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub top: Option<usize>,
+    /// This dashboard was opened from the process list (Esc goes back).
+    pub back_to_processes: bool,
 }
 
 impl Settings {
@@ -45,6 +47,7 @@ impl Settings {
             leak_after: options.leak_after,
             metrics_addr: options.metrics_addr,
             top: options.top,
+            back_to_processes: false,
         }
     }
 }

@@ -5,4 +5,5 @@ pub mod goroutines;
 pub mod header;
 pub mod help;
 pub mod leaks;
+pub mod processes;
 pub mod sites;
