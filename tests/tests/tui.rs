@@ -1,7 +1,9 @@
 //! The dashboard end to end: the real deferscope binary in a real terminal
 //! (tmux, 160×45) against a Go program with a known deep chain and a known
 //! leak. Checks the numbers on screen, filtering, the detail view, the
-//! target-exited banner, and that `q` exits 0 with the shell restored.
+//! target-exited banner, and that `q` exits 0 with the shell restored. With
+//! several processes (`--exe`), the process list: each row has its program's
+//! own numbers, Enter opens its dashboard, Esc goes back.
 use deferscope_integration::{tmux::Tmux, *};
 use serde_json::Value;
 
@@ -189,4 +191,130 @@ fn dashboard_shows_depth_leaks_filter_detail_and_quits_cleanly() {
     tmux.keys(&["Enter"]).expect("enter");
     tmux.wait_for("a working shell", |s| if s.contains("RESTORED-42") { Ok(()) } else { Err("no echo".into()) })
         .expect("shell restored");
+}
+
+/// The process list's row for `pid`: `│  PID  NAME  GO  GOROUTINES  LEAKED  DEEPEST`.
+fn process_row(screen: &str, pid: u32) -> Option<Vec<&str>> {
+    screen.lines().map(tokens).find(|t| t.first() == Some(&pid.to_string().as_str()))
+}
+
+/// A `fleet` program (tests/go/fleet) under a name of its own, so that no
+/// other test's programs match `--exe`.
+struct Member {
+    program: GoProgram,
+    name: String,
+    go: String,
+    num_goroutine: u64,
+    depth: u64,
+    deep_goid: u64,
+}
+
+impl Member {
+    fn start(tc: &Toolchain, dir: &std::path::Path, depth: u64) -> anyhow::Result<Self> {
+        let built = build_go("fleet", tc, &[])?;
+        let name = format!("fleet{}-tui-{}", tc.minor(), std::process::id());
+        let path = dir.join(&name);
+        std::fs::copy(&built, &path)?;
+        let mut program = GoProgram::start_with_args(&path, &[&depth.to_string(), "2"])?;
+        let ready = program.expect("ready")?;
+        Ok(Self {
+            program,
+            name,
+            go: ready["go"].as_str().unwrap_or_default().to_owned(),
+            num_goroutine: as_u64(&ready["num_goroutine"]),
+            depth: as_u64(&ready["deep_depth"]),
+            deep_goid: as_u64(&ready["deep_goid"]),
+        })
+    }
+
+    /// Its row shows its own numbers.
+    fn row_matches(&self, screen: &str) -> Result<(), String> {
+        let pid = self.program.pid;
+        let row = process_row(screen, pid).ok_or(format!("no row for {pid}"))?;
+        let want = [&self.name, &self.go, &self.num_goroutine.to_string()];
+        if row.len() < 6 || row[1..4] != want.map(String::as_str) || row[5] != self.depth.to_string() {
+            return Err(format!("row of {pid}: {row:?}, want {want:?} and deepest {}", self.depth));
+        }
+        Ok(())
+    }
+
+    /// Its dashboard is open: the header names it, its deep goroutine shows
+    /// its depth.
+    fn dashboard_open(&self, screen: &str) -> Result<(), String> {
+        if !screen.contains(&format!("pid {} ", self.program.pid)) {
+            return Err(format!("the header does not name {}", self.program.pid));
+        }
+        let row = goroutine_row(screen, self.deep_goid).ok_or(format!("no row for goroutine {}", self.deep_goid))?;
+        if !tokens(row).contains(&self.depth.to_string().as_str()) {
+            return Err(format!("goroutine {} row has no depth {}: {row:?}", self.deep_goid, self.depth));
+        }
+        if !screen.contains("Esc processes") {
+            return Err("the footer does not offer the way back".into());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+#[ignore = "needs root, the Go toolchains and tmux (cargo xtask test runs it)"]
+fn process_list_opens_each_process_and_goes_back() {
+    require_root();
+    tmux::ensure_installed().expect("tmux");
+    let mut tcs = toolchains().expect("toolchains");
+    tcs.sort_by_key(Toolchain::minor);
+    let dir = prometheus::TempDir::new("deferscope-tui-fleet").expect("temp dir");
+    let members = [
+        Member::start(&tcs[0], dir.path(), 150).expect("first program"),
+        Member::start(tcs.last().expect("a toolchain"), dir.path(), 320).expect("second program"),
+    ];
+    let bin = deferscope_bin().expect("deferscope binary");
+    let tmux = Tmux::start("tui-fleet", 120, 40, "env PS1='$ ' sh").expect("tmux");
+    tmux.wait_for("the shell prompt", |s| {
+        if s.lines().any(|l| l.trim_end() == "$") { Ok(()) } else { Err("no prompt".into()) }
+    })
+    .expect("shell");
+    tmux.type_text(&format!(
+        "'{}' --exe {} --exe {} --leak-scan off --interval 200ms; echo EXIT=$?",
+        bin.display(),
+        members[0].name,
+        members[1].name
+    ))
+    .expect("type");
+    tmux.keys(&["Enter"]).expect("enter");
+
+    // The list: one row per program, each with its own numbers.
+    let list = tmux
+        .wait_for("both programs in the list", |s| {
+            if !s.contains("Processes 2") {
+                return Err("not two processes".into());
+            }
+            members.iter().try_for_each(|m| m.row_matches(s))
+        })
+        .expect("process list");
+    tmux.save(&workspace_root().join("target/tui-e2e/processes.txt")).expect("save");
+    // Attach order decides the rows' order: open the first, then the second.
+    let row_of = |m: &Member| list.lines().position(|l| tokens(l).first() == Some(&m.program.pid.to_string().as_str()));
+    let mut order: Vec<&Member> = members.iter().collect();
+    order.sort_by_key(|m| row_of(m));
+    for (i, m) in order.iter().enumerate() {
+        if i > 0 {
+            tmux.keys(&["j"]).expect("j");
+        }
+        tmux.keys(&["Enter"]).expect("enter");
+        tmux.wait_for("the opened process's dashboard", |s| m.dashboard_open(s)).expect("dashboard");
+        tmux.keys(&["Escape"]).expect("esc");
+        tmux.wait_for("the list again", |s| {
+            if s.contains("Goroutines ") {
+                return Err("still on the dashboard".into());
+            }
+            members.iter().try_for_each(|m| m.row_matches(s))
+        })
+        .expect("back on the list");
+    }
+
+    tmux.keys(&["q"]).expect("q");
+    tmux.wait_for("deferscope's exit status", |s| {
+        if s.lines().any(|l| l.trim() == "EXIT=0") { Ok(()) } else { Err("no EXIT=0 line yet".into()) }
+    })
+    .expect("exit 0");
 }
