@@ -73,6 +73,13 @@ pub struct Options {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// TLS and basic auth for --metrics-addr, in the exporter-toolkit web
+    /// configuration format of Prometheus exporters (tls_server_config
+    /// cert_file/key_file, basic_auth_users with bcrypt hashes). Without it:
+    /// plain HTTP, no auth.
+    #[arg(long = "web.config.file", value_name = "FILE", requires = "metrics_addr")]
+    pub web_config_file: Option<std::path::PathBuf>,
+
     /// Cap on site-labelled metric series; the rest are folded into
     /// site="other".
     #[arg(long, value_name = "N", default_value_t = 20)]

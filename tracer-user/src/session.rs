@@ -60,6 +60,8 @@ pub enum SessionError {
     NothingToShow(#[from] NothingToShow),
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics { addr: std::net::SocketAddr, source: io::Error },
+    #[error(transparent)]
+    WebConfig(#[from] crate::exporters::web_config::WebConfigError),
     #[error("{given} processes given with --pid, more than --max-processes {max}")]
     TooManyPids { given: usize, max: u32 },
     #[error("{0}")]
@@ -634,6 +636,12 @@ const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// target exited.
 pub async fn run(options: Options) -> Result<(), SessionError> {
     let mode = OutputMode::choose(&options)?;
+    // A mistake in the exporter's TLS or auth fails before any target is
+    // looked at.
+    let web = match &options.web_config_file {
+        Some(path) => crate::exporters::web_config::WebConfig::load(path)?,
+        None => Default::default(),
+    };
     let discovers = options.discovers();
     let mut fixed = Vec::new();
     if !discovers {
@@ -657,7 +665,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     let (publisher, feed) = feed::channel::<Snapshot>();
     let metrics = match options.metrics_addr {
         Some(addr) => Some(
-            crate::exporters::metrics::serve(addr, fleet_feed, options.metrics_top_sites)
+            crate::exporters::metrics::serve(addr, fleet_feed, options.metrics_top_sites, web)
                 .await
                 .map_err(|source| SessionError::Metrics { addr, source })?,
         ),

@@ -1,6 +1,7 @@
 //! Prometheus/OpenMetrics exporter: `--metrics-addr HOST:PORT` serves
 //! `http://HOST:PORT/metrics` from the latest snapshot (see `collector` for
-//! the families), beside the TUI, `--json`, or on its own (`--no-tui`).
+//! the families), beside the TUI, `--json`, or on its own (`--no-tui`);
+//! over TLS and with basic auth when `--web.config.file` says so.
 use std::{io, net::SocketAddr, sync::Arc};
 
 use axum::{
@@ -12,6 +13,7 @@ use axum::{
 };
 use prometheus_client::{encoding::text, registry::Registry};
 
+use super::web_config::{self, WebConfig};
 use crate::feed::FleetFeed;
 
 pub mod collector;
@@ -56,15 +58,59 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
 }
 
 /// Binds `addr` (failing early if it cannot) and serves `/metrics` from the
-/// latest snapshot in a background task; abort the handle to stop.
-pub async fn serve(addr: SocketAddr, feed: FleetFeed, top_sites: usize) -> io::Result<tokio::task::JoinHandle<()>> {
+/// latest snapshot in a background task; abort the handle to stop. `web`:
+/// TLS and basic auth (`--web.config.file`), or plain HTTP to anyone.
+pub async fn serve(
+    addr: SocketAddr,
+    feed: FleetFeed,
+    top_sites: usize,
+    web: WebConfig,
+) -> io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr().unwrap_or(addr);
-    let app = router(Arc::new(registry(feed, top_sites)));
-    log::info!("serving metrics on http://{local}/metrics");
+    let mut app = router(Arc::new(registry(feed, top_sites)));
+    if !web.users.is_empty() {
+        app = app.layer(axum::middleware::from_fn_with_state(web.users.clone(), web_config::require_basic_auth));
+    }
+    let Some(tls) = web.tls else {
+        log::info!("serving metrics on http://{local}/metrics");
+        return Ok(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                log::warn!("metrics server on {local} stopped: {e}");
+            }
+        }));
+    };
+    log::info!("serving metrics on https://{local}/metrics");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            log::warn!("metrics server on {local} stopped: {e}");
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    log::warn!("metrics server on {local}: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            // Each connection on its own task: a slow handshake holds up
+            // no one else.
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return log::debug!("metrics: TLS handshake with {peer} failed: {e}"),
+                    Err(_) => return log::debug!("metrics: TLS handshake with {peer} timed out"),
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let io = hyper_util::rt::TokioIo::new(tls);
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                    log::debug!("metrics: connection from {peer}: {e}");
+                }
+            });
         }
     }))
 }
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

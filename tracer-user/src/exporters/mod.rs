@@ -1,2 +1,3 @@
 //! Exporters to monitoring systems.
 pub mod metrics;
+pub mod web_config;

@@ -272,10 +272,10 @@ async fn serves_metrics_and_an_index_over_http() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let server = crate::exporters::metrics::serve(addr, rx.clone(), 20).await.unwrap();
+    let server = crate::exporters::metrics::serve(addr, rx.clone(), 20, Default::default()).await.unwrap();
 
     // A second server on the same address fails up front.
-    let err = crate::exporters::metrics::serve(addr, rx, 20).await.unwrap_err();
+    let err = crate::exporters::metrics::serve(addr, rx, 20, Default::default()).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 
     let get = |path: &'static str| async move {
