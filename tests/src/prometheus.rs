@@ -147,16 +147,26 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` every second as job `job`, and
     /// waits until it is ready to serve queries.
     pub fn start(target: SocketAddr, job: &str) -> anyhow::Result<Self> {
+        Self::start_jobs(&[(job, target, "")])
+    }
+
+    /// Starts Prometheus with several scrape jobs, each `(name, target,
+    /// extra)`: `extra` is more YAML for the job, each line indented by 4
+    /// (`scheme: https`, `tls_config`, `basic_auth`). `job` is the first.
+    pub fn start_jobs(jobs: &[(&str, SocketAddr, &str)]) -> anyhow::Result<Self> {
         let bin = prometheus_bin()?;
         let dir = TempDir::new("deferscope-prometheus")?;
         let config = dir.path().join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: {job}\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )?;
+        let mut yaml =
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+                .to_owned();
+        for (job, target, extra) in jobs {
+            yaml += &format!(
+                "  - job_name: {job}\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n{extra}"
+            );
+        }
+        fs::write(&config, yaml)?;
+        let job = jobs.first().map_or("", |j| j.0);
         let data = dir.path().join("data");
         let addr = free_loopback_addr()?;
         let log = fs::File::create(dir.path().join("prometheus.log"))?;

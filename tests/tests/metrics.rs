@@ -1,10 +1,10 @@
 //! The Prometheus exporter, end to end: a Go program with a known number of
 //! leaked goroutines and a known deep defer chain, deferscope attached
 //! headless with `--metrics-addr`, and a real Prometheus server scraping it,
-//! queried over its HTTP API. Plus `promtool` checks of the shipped alert
-//! rules.
+//! queried over its HTTP API; the same over TLS with basic auth
+//! (`--web.config.file`). Plus `promtool` checks of the shipped alert rules.
 use deferscope_integration::{
-    prometheus::{MetricsExporter, Prometheus, http_get, promtool_bin, promtool_check_rules},
+    prometheus::{MetricsExporter, Prometheus, TempDir, http_get, promtool_bin, promtool_check_rules},
     *,
 };
 use serde_json::Value;
@@ -172,4 +172,73 @@ fn alert_rules_pass_promtool() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The password of the `prometheus` user in the test's web config, and its
+/// bcrypt hash (cost 10, as `htpasswd -nbBC 10` makes them).
+const SCRAPE_PASSWORD: &str = "scrape-me";
+const SCRAPE_HASH: &str = "$2b$10$DOliNnYMMW378qUYOm/mPeV52qdyERHos4hjLQPBeZ4/eL94krD9a";
+
+#[test]
+#[ignore = "needs root, the Go toolchains and Prometheus (cargo xtask test runs it)"]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    require_root();
+    let tc = newest_toolchain();
+    if let Err(e) = run_tls(&tc) {
+        panic!("{}: {e:#}", tc.full);
+    }
+}
+
+fn run_tls(tc: &Toolchain) -> anyhow::Result<()> {
+    // A certificate for localhost/127.0.0.1 from a test CA.
+    let testdata = workspace_root().join("tracer-user/src/exporters/testdata");
+    let dir = TempDir::new("deferscope-web-config")?;
+    let web_config = dir.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prometheus: {SCRAPE_HASH}\n",
+            testdata.join("server.crt").display(),
+            testdata.join("server.key").display()
+        ),
+    )?;
+
+    let binary = build_go("metrics", tc, &[])?;
+    let mut program = GoProgram::start(&binary)?;
+    let ready = program.expect("ready")?;
+    let num_goroutine = as_u64(&ready["num_goroutine"]);
+    let mut exporter = MetricsExporter::attach(
+        program.pid,
+        &["--web.config.file", &web_config.display().to_string(), "--interval", "200ms", "--leak-scan", "off"],
+    )?;
+
+    // Plain HTTP gets nothing from the TLS port.
+    anyhow::ensure!(http_get(exporter.addr, "/metrics").is_err(), "plain HTTP answered on the TLS port");
+
+    // One Prometheus, three jobs on the one exporter: with the password,
+    // with a wrong one, and without TLS.
+    let ca = testdata.join("ca.crt");
+    let tls =
+        format!("    scheme: https\n    tls_config:\n      ca_file: {}\n      server_name: localhost\n", ca.display());
+    let good = format!("{tls}    basic_auth:\n      username: prometheus\n      password: {SCRAPE_PASSWORD}\n");
+    let wrong = format!("{tls}    basic_auth:\n      username: prometheus\n      password: not-it\n");
+    let prometheus = Prometheus::start_jobs(&[
+        (JOB, exporter.addr, &good),
+        ("wrong-password", exporter.addr, &wrong),
+        ("plain-http", exporter.addr, ""),
+    ])?;
+    eprintln!("   prometheus on {} scraping deferscope on https://{}", prometheus.addr, exporter.addr);
+    prometheus.wait_value(&format!(r#"up{{job="{JOB}"}}"#), 1.0)?;
+    prometheus.wait_value(&format!(r#"sum(deferscope_goroutines{{job="{JOB}"}})"#), num_goroutine as f64)?;
+    prometheus.wait_value(r#"up{job="wrong-password"}"#, 0.0)?;
+    prometheus.wait_value(r#"up{job="plain-http"}"#, 0.0)?;
+    anyhow::ensure!(
+        prometheus.value(r#"count(deferscope_up{job=~"wrong-password|plain-http"})"#)?.is_none(),
+        "a scrape without the password or TLS got metrics"
+    );
+    exporter.check_running()?;
+    let status = exporter.interrupt()?;
+    anyhow::ensure!(status.success(), "deferscope exited with {status}");
+    drop(program);
+    Ok(())
 }

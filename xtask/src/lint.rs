@@ -49,6 +49,9 @@ pub fn run(workspace_root: &Path, summary: &mut Summary) {
     // (registers, instruction decoding): check the other architecture builds.
     let cross = rustup::cross_target();
     summary.record(&format!("cargo check ({cross})"), || {
+        // The exporter's TLS (ring) compiles C and assembly: the build
+        // scripts need the other architecture's C compiler.
+        crate::apt::ensure(&[rustup::cross_c_compiler_package()])?;
         step(format_args!("cargo check for {cross} ..."));
         cmd::run(Command::new("cargo").current_dir(workspace_root).args([
             "check",

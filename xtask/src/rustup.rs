@@ -22,6 +22,12 @@ pub fn cross_target() -> &'static str {
     if cfg!(target_arch = "aarch64") { "x86_64-unknown-linux-gnu" } else { "aarch64-unknown-linux-gnu" }
 }
 
+/// The Debian package of the C cross compiler for [`cross_target`] (which
+/// the `cc` crate finds by its target-prefixed name).
+pub fn cross_c_compiler_package() -> &'static str {
+    if cfg!(target_arch = "aarch64") { "gcc-x86-64-linux-gnu" } else { "gcc-aarch64-linux-gnu" }
+}
+
 /// Makes sure the nightly toolchain and `components` are installed, and with
 /// `cross`, the stable standard library for [`cross_target`].
 pub fn ensure_components(components: &[(&str, &str)], cross: bool) -> Result<()> {
