@@ -294,7 +294,7 @@ fn process_list_opens_each_process_and_goes_back() {
         })
         .expect("process list");
     tmux.save(&workspace_root().join("target/tui-e2e/processes.txt")).expect("save");
-    // Attach order decides the rows' order: open the first, then the second.
+    // The rows come by PID: open the first, then the second.
     let row_of = |m: &Member| list.lines().position(|l| tokens(l).first() == Some(&m.program.pid.to_string().as_str()));
     let mut order: Vec<&Member> = members.iter().collect();
     order.sort_by_key(|m| row_of(m));

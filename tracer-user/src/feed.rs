@@ -11,8 +11,7 @@ use tokio::sync::watch;
 
 use crate::aggregate::model::Snapshot;
 
-/// The newest snapshot of every traced process, in the order they were
-/// attached; a process that exited is in it once more with `target_exited`,
+/// The newest snapshot of every traced process, by PID; a process that exited is in it once more with `target_exited`,
 /// then gone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fleet {

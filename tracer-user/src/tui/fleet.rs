@@ -47,7 +47,7 @@ impl ProcessRow {
 pub struct FleetApp {
     /// The session's settings; `pid` is set per opened process.
     pub settings: Settings,
-    /// The newest fleet, in the order the processes were attached.
+    /// The newest fleet, by PID.
     fleet: Option<Arc<Fleet>>,
     pub rows: Vec<ProcessRow>,
     /// Index into `rows`.
