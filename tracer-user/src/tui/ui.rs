@@ -380,6 +380,14 @@ mod tests {
             screen(&mut app, w, h);
             keys(&mut app, "\x1b");
         }
+        let mut fleet = fleet_app();
+        for (w, h) in [(1, 1), (10, 3), (20, 8), (40, 10), (60, 15)] {
+            fleet_keys(&mut fleet, "G");
+            fleet_screen(&mut fleet, w, h);
+            fleet_keys(&mut fleet, "\n");
+            fleet_screen(&mut fleet, w, h);
+            fleet_keys(&mut fleet, "\x1b");
+        }
     }
 
     #[test]
