@@ -104,7 +104,11 @@ pub async fn serve(
                 };
                 let service = hyper_util::service::TowerToHyperService::new(app);
                 let io = hyper_util::rt::TokioIo::new(tls);
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                // A client that never finishes its request headers does
+                // not hold the connection's task forever.
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(TLS_HANDSHAKE_TIMEOUT);
+                if let Err(e) = http.serve_connection(io, service).await {
                     log::debug!("metrics: connection from {peer}: {e}");
                 }
             });
@@ -112,5 +116,6 @@ pub async fn serve(
     }))
 }
 
-/// How long a client may take to finish the TLS handshake.
+/// How long a client may take to finish the TLS handshake, and then each
+/// request's headers.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
