@@ -27,6 +27,7 @@ pub(crate) mod fuzz;
 mod moduledata;
 mod pclntab;
 mod prologue;
+mod wrappers;
 mod reader;
 #[cfg(test)]
 pub(crate) mod tests;
