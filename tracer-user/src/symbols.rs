@@ -16,11 +16,19 @@ pub struct BinarySymbols {
     call_sites: HashMap<u64, Option<Site>>,
     frames: HashMap<(u64, bool), Vec<Site>>,
     functions: HashMap<u64, Option<String>>,
+    deferred_calls: HashMap<u64, Option<Site>>,
 }
 
 impl BinarySymbols {
     pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
-        Self { binary, bias, call_sites: HashMap::default(), frames: HashMap::default(), functions: HashMap::default() }
+        Self {
+            binary,
+            bias,
+            call_sites: HashMap::default(),
+            frames: HashMap::default(),
+            functions: HashMap::default(),
+            deferred_calls: HashMap::default(),
+        }
     }
 }
 
@@ -41,6 +49,14 @@ impl Symbolizer for BinarySymbols {
         self.frames
             .entry((pc, is_return_address))
             .or_insert_with(|| binary.symbolize_frames(static_pc).into_iter().map(Site::from).collect())
+            .clone()
+    }
+
+    fn deferred_call(&mut self, code_pc: u64) -> Option<Site> {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.deferred_calls
+            .entry(code_pc)
+            .or_insert_with(|| binary.deferred_call(code_pc.wrapping_sub(bias)).map(Site::from))
             .clone()
     }
 

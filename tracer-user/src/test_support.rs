@@ -40,7 +40,15 @@ pub fn goroutine(goid: u64, state: GoroutineStatus, wait_reason: Option<&str>) -
 
 /// The `defer` statement at `function` `file:line`.
 pub fn defer_site(function: &str, file: &str, line: u32, pushed: u64, live: u64) -> DeferSiteView {
-    DeferSiteView { site: Site::new(function, file, line), pushed, live }
+    DeferSiteView {
+        site: Site::new(function, file, line),
+        pushed,
+        live,
+        deferred: None,
+        lifetime_s: None,
+        oldest_live_s: None,
+        oldest_live_lower_bound: false,
+    }
 }
 
 fn probe_hits(function: &str, hits: u64) -> ProbeHits {

@@ -25,11 +25,26 @@ import (
 	"time"
 )
 
-type resource struct{ id int }
+// resource holds a real file, so a pile of pending Close defers shows up
+// as open file descriptors.
+type resource struct {
+	id int
+	f  *os.File
+}
 
-func (r *resource) Close() {}
+func (r *resource) Close() {
+	if r.f != nil {
+		r.f.Close()
+	}
+}
 
-func open(id int) *resource { return &resource{id: id} }
+func open(id int) *resource {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		return &resource{id: id}
+	}
+	return &resource{id: id, f: f}
+}
 
 // batchWorker has the defer-in-loop bug: Close runs only when the function
 // returns, and it never does.

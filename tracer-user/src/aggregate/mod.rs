@@ -33,6 +33,7 @@
 //! exactly, or on the records found by the last read of the goroutine, so
 //! such a goroutine's depth comes from memory too, marked inexact.
 pub mod leaks;
+pub mod lifetime;
 pub mod model;
 
 use std::collections::hash_map::Entry;
@@ -66,6 +67,11 @@ pub trait Symbolizer {
     /// stack: `pc` itself for the innermost frame, a return address for the
     /// others.
     fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site>;
+    /// What a deferred function value whose code is at `code_pc` runs,
+    /// through the compiler's wrappers (`gobin::GoBinary::deferred_call`).
+    fn deferred_call(&mut self, _code_pc: u64) -> Option<Site> {
+        None
+    }
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +204,8 @@ pub struct SnapshotInputs {
     pub probe_hits: Vec<model::ProbeHits>,
     pub mode: model::Mode,
     pub overhead: Option<model::Overhead>,
+    /// What the process holds now (`process::resources`).
+    pub process: Option<model::ProcessResources>,
 }
 
 /// Which event streams are complete: every probe that carries them attached.
@@ -260,6 +268,10 @@ pub struct Aggregator {
     group_history: HashMap<GroupKey, leaks::GroupHistory>,
     /// ktime once every probe was first attached: earlier events only count.
     probes_live_ns: u64,
+    /// What each `defer` statement (by call site) runs: its funcval's code.
+    deferred_code: HashMap<u64, u64>,
+    /// Pending records' push times and popped records' lifetimes.
+    lifetimes: lifetime::Lifetimes,
 }
 
 type GroupKey = (Verdict, Option<Site>, Option<Site>, String);
@@ -325,6 +337,8 @@ impl Aggregator {
         g.has_baseline = true;
         g.depth_exact = exact;
         let new_sites = g.sites.clone();
+        // Records the mirrored chain does not share date from this event.
+        self.lifetimes.chain_read(goid, &new_sites, g.last_event_ns);
         for pc in old {
             self.remove_live(pc);
         }
@@ -379,6 +393,7 @@ impl Aggregator {
                 g.sites.push(event.pc);
                 g.max_depth = g.max_depth.max(g.sites.len() as u64);
                 self.add_live(event.pc);
+                self.lifetimes.pushed(event.goid, event.pc, t);
             }
             EventKind::DeferPop => {
                 self.totals.defers_popped += 1;
@@ -393,7 +408,10 @@ impl Aggregator {
                     return;
                 }
                 match g.sites.pop() {
-                    Some(pc) => self.remove_live(pc),
+                    Some(pc) => {
+                        self.remove_live(pc);
+                        self.lifetimes.popped(event.goid, t);
+                    }
                     None => {
                         // We did not know this record: the chain is not exact
                         // until the next consistent memory read. (Right after
@@ -411,6 +429,7 @@ impl Aggregator {
             EventKind::GoroutineExit => {
                 self.totals.goroutines_exited += 1;
                 self.exited.insert(event.goid, t);
+                self.lifetimes.exited(event.goid);
                 if let Some(g) = self.goroutines.remove(&event.goid) {
                     for pc in g.sites {
                         self.remove_live(pc);
@@ -444,6 +463,7 @@ impl Aggregator {
         // events in between: its chains are a start, not a baseline.
         let baseline_ok = events_define_depth && scan.t_start_ns >= self.complete_since_ns;
         self.estimate_goroutines(scan);
+        self.deferred_code.extend(scan.deferred_code.iter().copied());
         let (mut grown, mut shrunk) = (0u64, 0u64);
         let mut seen = HashSet::with_capacity_and_hasher(scan.goroutines.len(), Default::default());
         for gm in &scan.goroutines {
@@ -518,6 +538,7 @@ impl Aggregator {
             g.has_baseline = baseline_ok || !events_define_depth;
             g.depth_exact = gm.consistent && (baseline_ok || !events_define_depth);
             if let Some((old, new_sites)) = moved {
+                self.lifetimes.chain_read(gm.goid, &new_sites, scan.t_start_ns);
                 for pc in old {
                     self.remove_live(pc);
                 }
@@ -538,6 +559,7 @@ impl Aggregator {
             .map(|(goid, _)| *goid)
             .collect();
         for goid in gone {
+            self.lifetimes.exited(goid);
             if let Some(g) = self.goroutines.remove(&goid) {
                 for pc in g.sites {
                     self.remove_live(pc);
@@ -712,22 +734,39 @@ impl Aggregator {
         // Several return addresses can share one source line (e.g. a defer
         // statement compiled twice); merge them by line.
         let mut merged: Vec<DeferSiteView> = Vec::new();
+        let mut site_lifetimes = lifetime::SiteLifetimes::new(&self.lifetimes, inputs.now_ns);
         let mut index: HashMap<Site, usize> = HashMap::default();
         for (pc, stats) in sites {
             let site = sym.call_site(pc).unwrap_or_else(|| Site::new(&format!("{pc:#x}"), "", 0));
-            match index.entry(site) {
+            let deferred = self.deferred_code.get(&pc).and_then(|&code| sym.deferred_call(code));
+            let at = match index.entry(site) {
                 Entry::Occupied(e) => {
                     let view = &mut merged[*e.get()];
                     view.pushed += stats.pushed;
                     view.live += stats.live;
+                    if view.deferred.is_none() {
+                        view.deferred = deferred;
+                    }
+                    *e.get()
                 }
                 Entry::Vacant(e) => {
                     let site = e.key().clone();
                     e.insert(merged.len());
-                    merged.push(DeferSiteView { site, pushed: stats.pushed, live: stats.live });
+                    merged.push(DeferSiteView {
+                        site,
+                        pushed: stats.pushed,
+                        live: stats.live,
+                        deferred,
+                        lifetime_s: None,
+                        oldest_live_s: None,
+                        oldest_live_lower_bound: false,
+                    });
+                    merged.len() - 1
                 }
-            }
+            };
+            site_lifetimes.add(at, pc);
         }
+        site_lifetimes.fill(&mut merged);
         merged.sort_by(|a, b| b.live.cmp(&a.live).then(b.pushed.cmp(&a.pushed)));
         Snapshot {
             time: inputs.time.clone(),
@@ -760,6 +799,8 @@ impl Aggregator {
             mode: inputs.mode,
             overhead: inputs.overhead.clone(),
             estimated: self.estimated.iter().map(|s| (*s).to_owned()).collect(),
+            process: inputs.process.clone(),
+            findings: Vec::new(),
         }
     }
 }

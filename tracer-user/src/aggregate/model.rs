@@ -226,6 +226,91 @@ pub struct DeferSiteView {
     pub pushed: u64,
     /// Records from this site on some goroutine's chain now.
     pub live: u64,
+    /// The function its records will call, through the compiler's wrappers
+    /// (`os.(*File).Close` for `defer f.Close()`), where it starts; null
+    /// until a record of the site was read from memory.
+    pub deferred: Option<Site>,
+    /// How long its records stayed pending, over those pushed and popped
+    /// while traced; null before the first.
+    pub lifetime_s: Option<LifetimeStats>,
+    /// Age of its oldest pending record, null when none is pending.
+    pub oldest_live_s: Option<f64>,
+    /// That record predates what deferscope saw of it (pushed before attach,
+    /// or known only from a memory read): its age is at least this.
+    pub oldest_live_lower_bound: bool,
+}
+
+/// What the traced process holds (`process` in the JSON); a figure that
+/// could not be read is null.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessResources {
+    /// Entries of `/proc/PID/fd`.
+    pub open_fds: Option<u64>,
+    /// Soft `Max open files` of `/proc/PID/limits` (null: unlimited).
+    pub fd_limit: Option<u64>,
+    /// Resident set size (`/proc/PID/statm`).
+    pub rss_bytes: Option<u64>,
+    /// OS threads (`/proc/PID/status`).
+    pub threads: Option<u64>,
+}
+
+/// Upper bounds (seconds) of the lifetime histogram's buckets, as exported
+/// to Prometheus (`+Inf` is the count).
+pub const LIFETIME_BUCKETS_S: [f64; 10] = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0];
+
+/// Record lifetimes at one site, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LifetimeStats {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Cumulative counts at [`LIFETIME_BUCKETS_S`] (for /metrics).
+    #[serde(skip)]
+    pub buckets: Vec<u64>,
+}
+
+/// A diagnosis: a pattern in the numbers that names a bug, with its evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The `defer` statement (or, for a leak, where the goroutines block).
+    pub site: Option<Site>,
+    /// The goroutine holding the records (for a leak, one of the group).
+    pub goroutine: Option<u64>,
+    /// Records held (for a leak, goroutines in the group).
+    pub records: u64,
+    /// How fast `records` grows, per second.
+    pub growth_per_s: f64,
+    /// What the records will call.
+    pub deferred: Option<Site>,
+    /// One sentence for people.
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// One frame holding many records from one site, growing: a `defer` in
+    /// a loop whose calls wait for the function to return.
+    DeferInLoop,
+    /// A site whose records live far longer than the others'.
+    LongHeld,
+    /// Open files near the limit while a defer-in-loop site holds `Close`s.
+    FdPressure,
+    /// A leaked goroutine group (proven unreachable).
+    GoroutineLeak,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::DeferInLoop => "defer_in_loop",
+            FindingKind::LongHeld => "long_held",
+            FindingKind::FdPressure => "fd_pressure",
+            FindingKind::GoroutineLeak => "goroutine_leak",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -270,6 +355,10 @@ pub struct Snapshot {
     /// Names of the `totals` that include estimates (counted from memory reads
     /// while their probes were detached), since the first switch.
     pub estimated: Vec<String>,
+    /// What the process holds: file descriptors, memory, threads.
+    pub process: Option<ProcessResources>,
+    /// Diagnoses drawn from the numbers, each with its evidence.
+    pub findings: Vec<Finding>,
 }
 
 impl Snapshot {
@@ -297,6 +386,8 @@ impl Snapshot {
             mode: self.mode,
             overhead: self.overhead.clone(),
             estimated: self.estimated.clone(),
+            process: self.process.clone(),
+            findings: self.findings.clone(),
         }
     }
 }

@@ -56,7 +56,7 @@ fn mem_g(goid: u64, sites_newest_first: &[u64], consistent: bool) -> ScannedGoro
 }
 
 fn snap(t_start: u64, t_end: u64, gs: Vec<ScannedGoroutine>) -> GoroutineScan {
-    GoroutineScan { t_start_ns: t_start, t_end_ns: t_end, goroutines: gs }
+    GoroutineScan { t_start_ns: t_start, t_end_ns: t_end, goroutines: gs, deferred_code: Vec::new() }
 }
 
 fn render(agg: &mut Aggregator) -> Snapshot {

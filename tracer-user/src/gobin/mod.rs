@@ -27,10 +27,10 @@ pub(crate) mod fuzz;
 mod moduledata;
 mod pclntab;
 mod prologue;
-mod wrappers;
 mod reader;
 #[cfg(test)]
 pub(crate) mod tests;
+mod wrappers;
 
 use std::path::Path;
 

@@ -93,9 +93,7 @@ fn shape(name: &str, minor: u32) -> Shape {
 /// stack growth, write barriers, allocation, conversions, panics. The
 /// runtime's exported functions (`runtime.UnlockOSThread`) can be deferred.
 fn is_plumbing(function: &str) -> bool {
-    function
-        .strip_prefix("runtime.")
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '('))
+    function.strip_prefix("runtime.").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '('))
 }
 
 impl GoBinary {
@@ -180,10 +178,10 @@ mod tests {
     fn decodes_calls() {
         // CALL rel32 to 0x1000+5+0x10; RET.
         let x86 = [0xe8, 0x10, 0, 0, 0, 0xc3];
-        assert_eq!(amd64_insns(&x86, 0x1000), vec![
-            Insn { pc: 0x1000, call: Some(0x1015) },
-            Insn { pc: 0x1005, call: None }
-        ]);
+        assert_eq!(
+            amd64_insns(&x86, 0x1000),
+            vec![Insn { pc: 0x1000, call: Some(0x1015) }, Insn { pc: 0x1005, call: None }]
+        );
         // bl #+8 ; bl #-4 ; ret
         let words: Vec<u8> = [0x9400_0002u32, 0x97ff_ffff, 0xd65f_03c0].iter().flat_map(|w| w.to_le_bytes()).collect();
         let calls: Vec<_> = arm64_insns(&words, 0x2000).into_iter().map(|i| i.call).collect();

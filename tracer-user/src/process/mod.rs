@@ -4,6 +4,7 @@
 pub(crate) mod discover;
 pub(crate) mod memory;
 pub(crate) mod reachability;
+pub(crate) mod resources;
 pub(crate) mod scan;
 pub(crate) mod stack;
 pub(crate) mod traced;

@@ -92,6 +92,10 @@ pub struct GoroutineScan {
     pub t_end_ns: u64,
     /// Every non-dead goroutine (system ones included).
     pub goroutines: Vec<ScannedGoroutine>,
+    /// (call site, deferred function's code address) of sites whose records
+    /// this scanner saw for the first time: what those `defer` statements
+    /// will run (the funcval's code; see `gobin::wrappers`).
+    pub deferred_code: Vec<(u64, u64)>,
 }
 
 /// Reads goroutines from the target (by default the live process; any
@@ -109,6 +113,15 @@ pub struct GoroutineScanner<M = ProcessMemory> {
     /// with 100k parked goroutines costs one read of each g per scan,
     /// not a walk of every chain and stack.
     cache: Mutex<ScanCache>,
+    /// Call sites whose deferred function is known (read once per site: a
+    /// `defer` statement always defers the same code, bar a func variable).
+    deferred_known: Mutex<DeferredCode>,
+}
+
+#[derive(Default)]
+struct DeferredCode {
+    known: rustc_hash::FxHashSet<u64>,
+    fresh: Vec<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -183,7 +196,7 @@ fn g_runs(sorted: &[u64], g_size: u64) -> Vec<&[u64]> {
 
 impl<M: ReadMemory> GoroutineScanner<M> {
     pub fn new(mem: M, layout: RuntimeLayout, allgs: u64, allglen: Option<u64>) -> Self {
-        Self { mem, layout, allgs, allglen, cache: Mutex::new(ScanCache::default()) }
+        Self { mem, layout, allgs, allglen, cache: Mutex::new(ScanCache::default()), deferred_known: Mutex::default() }
     }
 
     pub fn layout(&self) -> &RuntimeLayout {
@@ -252,7 +265,28 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         }
         let generation = *generation;
         by_goid.retain(|_, cached| cached.generation == generation);
-        Ok(GoroutineScan { t_start_ns, t_end_ns: monotonic_ns(), goroutines })
+        let deferred_code = std::mem::take(&mut self.deferred().fresh);
+        Ok(GoroutineScan { t_start_ns, t_end_ns: monotonic_ns(), goroutines, deferred_code })
+    }
+
+    fn deferred(&self) -> std::sync::MutexGuard<'_, DeferredCode> {
+        self.deferred_known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Learns what the `defer` at `site` runs from one of its records, the
+    /// first time the site shows up.
+    fn learn_deferred_code(&self, site: u64, record: &[u8]) {
+        let mut deferred = self.deferred();
+        if site == 0 || deferred.known.contains(&site) {
+            return;
+        }
+        let funcval = field_u64(record, self.layout.defer_fn).unwrap_or(0);
+        if let Ok(code) = self.mem.read_u64(funcval) {
+            if funcval != 0 && code != 0 {
+                deferred.known.insert(site);
+                deferred.fresh.push((site, code));
+            }
+        }
     }
 
     fn read_g(&self, g_addr: u64) -> Result<Vec<u8>, MemoryError> {
@@ -430,7 +464,11 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             }
             linked.push((d, sites.len()));
             match kind {
-                DeferRecord::Call { .. } => sites.push(field_u64(&record, l.defer_pc).unwrap_or(0)),
+                DeferRecord::Call { .. } => {
+                    let site = field_u64(&record, l.defer_pc).unwrap_or(0);
+                    self.learn_deferred_code(site, &record);
+                    sites.push(site);
+                }
                 // Records deferred inside a range-over-func body wait on the
                 // holder's list until the loop's function returns; they were
                 // pushed after the holder, so they are newer.
@@ -446,7 +484,9 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                             truncated = true;
                             break 'walk;
                         };
-                        sites.push(self.pending_site(&p));
+                        let site = self.pending_site(&p);
+                        self.learn_deferred_code(site, &p);
+                        sites.push(site);
                         pending = field_u64(&p, l.defer_link).unwrap_or(0);
                         if pending_cycle.closes(pending) {
                             truncated = true;

@@ -1,0 +1,202 @@
+//! How long defer records stay pending, per `defer` site.
+//!
+//! A goroutine's chain is LIFO, so each pop ends the newest pending record:
+//! the aggregator mirrors every goroutine's chain here with the kernel
+//! timestamp of each push. Records known only from a memory read (pushed
+//! before attach, or while events were incomplete) are dated from when they
+//! were first seen: their age is a lower bound, and their pops are left out
+//! of the histograms, which hold only exactly timed records.
+use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap as HashMap;
+
+use super::model;
+
+/// Histogram range: 1 µs to a day, 2 significant digits.
+const MAX_LIFETIME_US: u64 = 86_400_000_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    site: u64,
+    since_ns: u64,
+    /// `since_ns` is the push itself (not when deferscope first saw it).
+    exact: bool,
+}
+
+/// The oldest record still pending at a site.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Oldest {
+    pub since_ns: u64,
+    /// Dated from when deferscope first saw it, not from its push.
+    pub lower_bound: bool,
+}
+
+#[derive(Default)]
+pub struct Lifetimes {
+    chains: HashMap<u64, Vec<Pending>>,
+    /// Exactly timed lifetimes of popped records, in µs, by call site.
+    popped: HashMap<u64, Histogram<u64>>,
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LIFETIME_US, 2).expect("constant, valid bounds")
+}
+
+impl Lifetimes {
+    pub fn pushed(&mut self, goid: u64, site: u64, t_ns: u64) {
+        self.chains.entry(goid).or_default().push(Pending { site, since_ns: t_ns, exact: true });
+    }
+
+    pub fn popped(&mut self, goid: u64, t_ns: u64) {
+        let Some(p) = self.chains.get_mut(&goid).and_then(Vec::pop) else { return };
+        if p.exact {
+            let us = t_ns.saturating_sub(p.since_ns) / 1000;
+            self.popped.entry(p.site).or_insert_with(new_histogram).saturating_record(us.max(1));
+        }
+    }
+
+    /// A chain (oldest first) read from memory at `t_ns` replaced the
+    /// goroutine's: records it shares with the mirrored chain (the common
+    /// oldest part) keep their dates, the others are dated from `t_ns`.
+    pub fn chain_read(&mut self, goid: u64, sites_oldest_first: &[u64], t_ns: u64) {
+        let chain = self.chains.entry(goid).or_default();
+        let kept = chain.iter().zip(sites_oldest_first).take_while(|(p, site)| p.site == **site).count();
+        chain.truncate(kept);
+        chain.extend(sites_oldest_first[kept..].iter().map(|&site| Pending { site, since_ns: t_ns, exact: false }));
+    }
+
+    pub fn exited(&mut self, goid: u64) {
+        self.chains.remove(&goid);
+    }
+
+    /// The lifetimes of records popped at `site` while traced.
+    pub fn popped_at(&self, site: u64) -> Option<&Histogram<u64>> {
+        self.popped.get(&site)
+    }
+
+    /// The oldest pending record of every site that has one.
+    pub fn oldest_pending(&self) -> HashMap<u64, Oldest> {
+        let mut oldest: HashMap<u64, Oldest> = HashMap::default();
+        for chain in self.chains.values() {
+            for p in chain {
+                let candidate = Oldest { since_ns: p.since_ns, lower_bound: !p.exact };
+                oldest
+                    .entry(p.site)
+                    .and_modify(|o| {
+                        if candidate.since_ns < o.since_ns {
+                            *o = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+        }
+        oldest
+    }
+}
+
+/// Lifetimes of the sites as the snapshot lists them: several call sites
+/// (return addresses) can share a source line and one listed site.
+pub struct SiteLifetimes<'a> {
+    lifetimes: &'a Lifetimes,
+    oldest: HashMap<u64, Oldest>,
+    now_ns: u64,
+    /// By listed site: merged histogram and oldest pending record.
+    merged: HashMap<usize, (Option<Histogram<u64>>, Option<Oldest>)>,
+}
+
+impl<'a> SiteLifetimes<'a> {
+    pub fn new(lifetimes: &'a Lifetimes, now_ns: u64) -> Self {
+        Self { lifetimes, oldest: lifetimes.oldest_pending(), now_ns, merged: HashMap::default() }
+    }
+
+    /// Call site `pc` is listed as site number `at`.
+    pub fn add(&mut self, at: usize, pc: u64) {
+        let (histogram, oldest) = self.merged.entry(at).or_default();
+        if let Some(h) = self.lifetimes.popped_at(pc) {
+            match histogram {
+                // Same bounds and precision: adding cannot fail.
+                Some(sum) => sum.add(h).unwrap_or_default(),
+                None => *histogram = Some(h.clone()),
+            }
+        }
+        if let Some(&o) = self.oldest.get(&pc) {
+            if oldest.is_none_or(|current| o.since_ns < current.since_ns) {
+                *oldest = Some(o);
+            }
+        }
+    }
+
+    pub fn fill(self, sites: &mut [model::DeferSiteView]) {
+        for (at, (histogram, oldest)) in self.merged {
+            let Some(view) = sites.get_mut(at) else { continue };
+            view.lifetime_s = histogram.as_ref().map(stats);
+            if let Some(o) = oldest {
+                view.oldest_live_s = Some(self.now_ns.saturating_sub(o.since_ns) as f64 / 1e9);
+                view.oldest_live_lower_bound = o.lower_bound;
+            }
+        }
+    }
+}
+
+/// Count and quantiles, in seconds.
+pub fn stats(h: &Histogram<u64>) -> model::LifetimeStats {
+    let s = |us: u64| us as f64 / 1e6;
+    model::LifetimeStats {
+        count: h.len(),
+        p50: s(h.value_at_quantile(0.5)),
+        p99: s(h.value_at_quantile(0.99)),
+        max: s(h.max()),
+        buckets: model::LIFETIME_BUCKETS_S.iter().map(|&le| h.count_between(0, (le * 1e6) as u64)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn pops_end_the_newest_record() {
+        let mut l = Lifetimes::default();
+        l.pushed(1, 10, 0);
+        l.pushed(1, 20, 100 * MS);
+        l.popped(1, 300 * MS); // site 20: 200 ms
+        l.popped(1, 1000 * MS); // site 10: 1 s
+        let h20 = l.popped_at(20).expect("site 20");
+        assert_eq!(h20.len(), 1);
+        assert!((h20.max() as f64 / 200_000.0 - 1.0).abs() < 0.01, "{}", h20.max());
+        assert!((l.popped_at(10).expect("site 10").max() as f64 / 1e6 - 1.0).abs() < 0.01);
+        assert!(l.oldest_pending().is_empty());
+    }
+
+    #[test]
+    fn records_from_memory_are_lower_bounds_and_not_timed() {
+        let mut l = Lifetimes::default();
+        l.pushed(1, 10, 5 * MS);
+        // Memory shows the pushed record and an older one below it.
+        l.chain_read(1, &[7, 10], 50 * MS);
+        let oldest = l.oldest_pending();
+        assert_eq!(oldest[&7], Oldest { since_ns: 50 * MS, lower_bound: true });
+        assert_eq!(oldest[&10], Oldest { since_ns: 50 * MS, lower_bound: true }, "a different prefix: redated");
+        l.popped(1, 60 * MS);
+        l.popped(1, 70 * MS);
+        assert!(l.popped_at(10).is_none() && l.popped_at(7).is_none());
+        // A read that agrees keeps the exact dates.
+        l.pushed(2, 10, 5 * MS);
+        l.chain_read(2, &[10], 50 * MS);
+        assert_eq!(l.oldest_pending()[&10], Oldest { since_ns: 5 * MS, lower_bound: false });
+        l.popped(2, 205 * MS);
+        assert_eq!(l.popped_at(10).expect("timed").len(), 1);
+    }
+
+    #[test]
+    fn unknown_pops_and_exits_are_harmless() {
+        let mut l = Lifetimes::default();
+        l.popped(9, 1);
+        l.pushed(9, 1, 10);
+        l.exited(9);
+        l.popped(9, 20);
+        assert!(l.oldest_pending().is_empty());
+        assert!(l.popped_at(1).is_none());
+    }
+}
