@@ -32,6 +32,7 @@
 //! head after a pop), which places them on a chain: on the empty chain
 //! exactly, or on the records found by the last read of the goroutine, so
 //! such a goroutine's depth comes from memory too, marked inexact.
+pub mod findings;
 pub mod leaks;
 pub mod lifetime;
 pub mod model;
@@ -272,6 +273,8 @@ pub struct Aggregator {
     deferred_code: HashMap<u64, u64>,
     /// Pending records' push times and popped records' lifetimes.
     lifetimes: lifetime::Lifetimes,
+    /// Growth of the records each goroutine holds per site.
+    findings: findings::Findings,
 }
 
 type GroupKey = (Verdict, Option<Site>, Option<Site>, String);
@@ -768,6 +771,7 @@ impl Aggregator {
         }
         site_lifetimes.fill(&mut merged);
         merged.sort_by(|a, b| b.live.cmp(&a.live).then(b.pushed.cmp(&a.pushed)));
+        let findings = self.findings(sym, inputs, &merged, &leak_groups);
         Snapshot {
             time: inputs.time.clone(),
             pid: info.pid,
@@ -800,7 +804,7 @@ impl Aggregator {
             overhead: inputs.overhead.clone(),
             estimated: self.estimated.iter().map(|s| (*s).to_owned()).collect(),
             process: inputs.process.clone(),
-            findings: Vec::new(),
+            findings,
         }
     }
 }
