@@ -373,3 +373,35 @@ pub fn one_goroutine() -> Snapshot {
         ..empty("demo")
     }
 }
+
+/// [`snapshot_at`] with what issue 13 adds: the deep worker's site defers
+/// `os.(*File).Close` and is a defer in a loop, fds climb with it.
+pub fn diagnosed_snapshot_at(uptime: f64, pushed: u64, open_fds: u64) -> Snapshot {
+    use crate::aggregate::model::{Finding, FindingKind, LifetimeStats, ProcessResources};
+    let mut s = snapshot_at(uptime, pushed);
+    let close = Site::new("os.(*File).Close", "/usr/lib/go/src/os/file_posix.go", 20);
+    let deep = &mut s.defer_sites[0];
+    deep.deferred = Some(close.clone());
+    deep.oldest_live_s = Some(uptime);
+    deep.oldest_live_lower_bound = true;
+    s.defer_sites[2].lifetime_s =
+        Some(LifetimeStats { count: 120, p50: 0.2, p99: 0.25, max: 0.3, buckets: Vec::new() });
+    s.process = Some(ProcessResources {
+        open_fds: Some(open_fds),
+        fd_limit: Some(4096),
+        rss_bytes: Some(64 << 20),
+        threads: Some(9),
+    });
+    s.findings = vec![Finding {
+        kind: FindingKind::DeferInLoop,
+        site: Some(s.defer_sites[0].site.clone()),
+        goroutine: Some(18),
+        records: 2480,
+        growth_per_s: 49.0,
+        deferred: Some(close),
+        message: "main.go:42 main.deepWorker holds 2480 pending os.(*File).Close calls on goroutine 18 (+49.0/s): \
+                  a defer in a loop runs only when the function returns"
+            .into(),
+    }];
+    s
+}

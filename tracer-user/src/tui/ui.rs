@@ -76,8 +76,17 @@ fn draw_dashboard(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         20.. => 7,
         _ => 0,
     };
-    let [table, bottom, chart_area] =
-        Layout::vertical([Constraint::Min(5), Constraint::Length(panels), Constraint::Length(charts)]).areas(area);
+    let findings = sections::findings::height(app, h);
+    let [findings_area, table, bottom, chart_area] = Layout::vertical([
+        Constraint::Length(findings),
+        Constraint::Min(5),
+        Constraint::Length(panels),
+        Constraint::Length(charts),
+    ])
+    .areas(area);
+    if findings > 0 {
+        sections::findings::draw(frame, findings_area, app);
+    }
     sections::goroutines::draw(frame, table, app);
     if panels > 0 {
         let [leaks, sites] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(bottom);
@@ -230,6 +239,16 @@ mod tests {
     #[test]
     fn dashboard_160x45() {
         let mut app = app();
+        insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
+    }
+
+    /// Findings above the goroutines, the deferred call beside its site,
+    /// open files among the charts.
+    #[test]
+    fn dashboard_with_findings_160x45() {
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::diagnosed_snapshot_at(1.0, 2000, 1200)));
+        app.on_snapshot(Arc::new(test_support::diagnosed_snapshot_at(2.0, 4000, 1250)));
         insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
     }
 

@@ -81,6 +81,8 @@ pub struct History {
     pub pushes_per_s: Series,
     pub goroutines_live: Series,
     pub goroutines_leaked: Series,
+    /// The target's open file descriptors (absent when /proc is unreadable).
+    pub open_fds: Series,
     pub rates: Rates,
     /// Pushes/s per defer site, parallel to the snapshot's `defer_sites`.
     site_rates: Vec<Option<f64>>,
@@ -120,6 +122,9 @@ impl History {
         }
         self.goroutines_live.push(t.goroutines_live);
         self.goroutines_leaked.push(t.goroutines_leaked);
+        if let Some(fds) = snapshot.process.as_ref().and_then(|p| p.open_fds) {
+            self.open_fds.push(fds);
+        }
     }
 
     /// Pushes/s of the shown snapshot's `defer_sites[index]`.

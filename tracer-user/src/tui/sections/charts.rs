@@ -14,13 +14,18 @@ use crate::tui::{
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let h = &app.history;
-    let charts: [(&str, &str, &Series, Color); 4] = [
+    let mut charts: Vec<(&str, &str, &Series, Color)> = vec![
         ("live defer records", "defers", &h.live_records, Color::Yellow),
         ("pushes/s", "pushes/s", &h.pushes_per_s, Color::Cyan),
         ("live goroutines", "goroutines", &h.goroutines_live, Color::Green),
         ("leaked goroutines", "leaked", &h.goroutines_leaked, Color::Red),
     ];
-    let areas = Layout::horizontal([Constraint::Fill(1); 4]).split(area);
+    // Open files beside the records, so a pile of `Close` defers shows next
+    // to the descriptors it holds (when /proc could be read).
+    if h.open_fds.latest().is_some() {
+        charts.insert(1, ("open files", "fds", &h.open_fds, Color::Magenta));
+    }
+    let areas = Layout::horizontal(vec![Constraint::Fill(1); charts.len()]).split(area);
     for ((long, short, series, color), area) in charts.into_iter().zip(areas.iter()) {
         let width = area.width.saturating_sub(2) as usize;
         let now = series.latest().map_or_else(|| "–".into(), |v| compact(v as f64));

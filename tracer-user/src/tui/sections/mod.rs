@@ -1,6 +1,7 @@
 //! One module per part of the screen.
 pub mod charts;
 pub mod detail;
+pub mod findings;
 pub mod goroutines;
 pub mod header;
 pub mod help;

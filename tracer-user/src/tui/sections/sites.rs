@@ -9,7 +9,7 @@ use ratatui::{
 
 use crate::tui::{
     app::{App, Panel, SiteSort, SortOrder as _},
-    format::{compact, depth_style, rate, site_short},
+    format::{compact, depth_style, rate, short_function, site_short},
     ui::{focused, header_style, panel_block, selected_style, sorted},
 };
 
@@ -42,7 +42,11 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
                 Cell::from(Span::styled(format!("{:>6}", s.live), depth_style(s.live))),
                 Cell::from(format!("{:>6}", rate(app.history.site_rate(i)))),
                 Cell::from(format!("{:>6}", compact(s.pushed as f64))),
-                Cell::from(site_short(&s.site)),
+                Cell::from(match &s.deferred {
+                    // What the records will call, after the statement.
+                    Some(d) => format!("{} → {}", site_short(&s.site), short_function(&d.function)),
+                    None => site_short(&s.site),
+                }),
             ])
             .style(style)
         })
