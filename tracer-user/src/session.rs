@@ -1001,7 +1001,7 @@ fn snapshot_inputs(
         probe_hits,
         mode,
         overhead: Some(overhead),
-        process: Some(crate::process::resources::read(options.pid)),
+        process: Some(crate::process::resources::read(tracee.process.pid)),
     }
 }
 

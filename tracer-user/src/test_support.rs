@@ -384,8 +384,15 @@ pub fn diagnosed_snapshot_at(uptime: f64, pushed: u64, open_fds: u64) -> Snapsho
     deep.deferred = Some(close.clone());
     deep.oldest_live_s = Some(uptime);
     deep.oldest_live_lower_bound = true;
-    s.defer_sites[2].lifetime_s =
-        Some(LifetimeStats { count: 120, p50: 0.2, p99: 0.25, max: 0.3, buckets: Vec::new() });
+    s.defer_sites[2].lifetime_s = Some(LifetimeStats {
+        count: 120,
+        p50: 0.2,
+        p99: 0.25,
+        max: 0.3,
+        // Cumulative at LIFETIME_BUCKETS_S: 119 within 0.25 s, all 120 within 0.5 s.
+        buckets: vec![0, 0, 0, 0, 119, 120, 120, 120, 120, 120],
+        sum: 24.0,
+    });
     s.process = Some(ProcessResources {
         open_fds: Some(open_fds),
         fd_limit: Some(4096),

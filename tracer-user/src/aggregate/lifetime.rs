@@ -146,6 +146,7 @@ pub fn stats(h: &Histogram<u64>) -> model::LifetimeStats {
         p99: s(h.value_at_quantile(0.99)),
         max: s(h.max()),
         buckets: model::LIFETIME_BUCKETS_S.iter().map(|&le| h.count_between(0, (le * 1e6) as u64)).collect(),
+        sum: h.mean() * h.len() as f64 / 1e6,
     }
 }
 

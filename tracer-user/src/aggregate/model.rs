@@ -268,6 +268,10 @@ pub struct LifetimeStats {
     /// Cumulative counts at [`LIFETIME_BUCKETS_S`] (for /metrics).
     #[serde(skip)]
     pub buckets: Vec<u64>,
+    /// Sum of the lifetimes (for /metrics), from the histogram: within its
+    /// two significant digits.
+    #[serde(skip)]
+    pub sum: f64,
 }
 
 /// A diagnosis: a pattern in the numbers that names a bug, with its evidence.
@@ -303,6 +307,9 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    pub const ALL: [FindingKind; 4] =
+        [FindingKind::DeferInLoop, FindingKind::LongHeld, FindingKind::FdPressure, FindingKind::GoroutineLeak];
+
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::DeferInLoop => "defer_in_loop",

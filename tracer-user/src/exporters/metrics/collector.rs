@@ -30,7 +30,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    aggregate::model::{GoroutineView, ProbeState, Site, Snapshot, Verdict},
+    aggregate::model::{
+        DeferSiteView, FindingKind, GoroutineView, LIFETIME_BUCKETS_S, ProbeState, Site, Snapshot, Verdict,
+    },
     feed::FleetFeed,
     goruntime::GoroutineStatus,
 };
@@ -233,20 +235,21 @@ fn gauge<V: Copy + Into<Sample>>(
 }
 
 /// A defer site's numbers, labelled `function file:line`.
-struct SiteRow {
+struct SiteRow<'a> {
     label: Arc<str>,
     pushed: u64,
     live: u64,
+    view: &'a DeferSiteView,
 }
 
 /// The aggregator's sites (one per `defer` statement already), ranked by
 /// activity (pushes seen plus records live now), ties by label so the order
 /// is stable.
-fn ranked_sites(snapshot: &Snapshot) -> Vec<SiteRow> {
-    let mut rows: Vec<SiteRow> = snapshot
+fn ranked_sites(snapshot: &Snapshot) -> Vec<SiteRow<'_>> {
+    let mut rows: Vec<SiteRow<'_>> = snapshot
         .defer_sites
         .iter()
-        .map(|s| SiteRow { label: s.site.to_string().into(), pushed: s.pushed, live: s.live })
+        .map(|s| SiteRow { label: s.site.to_string().into(), pushed: s.pushed, live: s.live, view: s })
         .collect();
     rows.sort_by(|a, b| {
         (b.pushed.saturating_add(b.live)).cmp(&a.pushed.saturating_add(a.live)).then_with(|| a.label.cmp(&b.label))
@@ -379,6 +382,74 @@ fn snapshot_families(e: &mut Families, snapshot: &Snapshot, top: usize, counters
         None,
         &site_live,
     );
+
+    // What the top sites' records will call, and how long they live.
+    let top_sites = &sites[..cut];
+    let deferred: Vec<(Labels, u64)> = top_sites
+        .iter()
+        .filter_map(|row| {
+            let d = row.view.deferred.as_ref()?;
+            Some((with(&base, &[("site", row.label.to_string()), ("deferred", d.function.to_string())]), 1))
+        })
+        .collect();
+    gauge(
+        e,
+        "deferscope_defer_site_deferred",
+        "1 per top defer statement, labelled with the function its records will call (through the compiler's \
+         wrappers).",
+        None,
+        &deferred,
+    );
+    let lifetimes: Vec<(Labels, Sample)> = top_sites
+        .iter()
+        .filter_map(|row| {
+            let l = row.view.lifetime_s.as_ref()?;
+            let mut buckets: Vec<(f64, u64)> =
+                LIFETIME_BUCKETS_S.iter().copied().zip(l.buckets.iter().copied()).collect();
+            buckets.push((f64::INFINITY, l.count));
+            Some((
+                with(&base, &[("site", row.label.to_string())]),
+                Sample::Histogram { sum: l.sum, count: l.count, buckets },
+            ))
+        })
+        .collect();
+    e.add(
+        "deferscope_defer_site_lifetime_seconds",
+        "How long records of the top defer statements stayed pending (pushed and popped while traced).",
+        None,
+        MetricType::Histogram,
+        lifetimes,
+    );
+    // Every kind, zero included, so a cleared finding reads 0 rather than vanishing.
+    let kinds: Vec<(Labels, u64)> = FindingKind::ALL
+        .iter()
+        .map(|&k| {
+            let n = snapshot.findings.iter().filter(|f| f.kind == k).count() as u64;
+            (with(&base, &[("kind", k.as_str().to_owned())]), n)
+        })
+        .collect();
+    gauge(
+        e,
+        "deferscope_findings",
+        "Findings now (defer_in_loop, long_held, fd_pressure, goroutine_leak), by kind.",
+        None,
+        &kinds,
+    );
+
+    // What the process holds.
+    if let Some(p) = &snapshot.process {
+        let one = |v: Option<u64>| -> Vec<(Labels, u64)> { v.map(|v| (base.clone(), v)).into_iter().collect() };
+        gauge(e, "deferscope_process_open_fds", "File descriptors the target has open.", None, &one(p.open_fds));
+        gauge(e, "deferscope_process_max_fds", "The target's soft limit on open files.", None, &one(p.fd_limit));
+        gauge(
+            e,
+            "deferscope_process_resident_memory_bytes",
+            "The target's resident set size.",
+            None,
+            &one(p.rss_bytes),
+        );
+        gauge(e, "deferscope_process_threads", "The target's OS threads.", None, &one(p.threads));
+    }
 
     // Goroutines.
     // By label: `_Gdead` and `_Gdeadextra` both read "dead".

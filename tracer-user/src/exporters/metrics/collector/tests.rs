@@ -88,6 +88,12 @@ deferscope_defer_site_pushed_total{{{L},site="other"}} 10
 deferscope_defer_site_live{{{L},site="main.deep /src/app/main.go:10"}} 1200
 deferscope_defer_site_live{{{L},site="main.handler /src/app/main.go:20"}} 3
 deferscope_defer_site_live{{{L},site="other"}} 0
+# HELP deferscope_findings Findings now (defer_in_loop, long_held, fd_pressure, goroutine_leak), by kind.
+# TYPE deferscope_findings gauge
+deferscope_findings{{{L},kind="defer_in_loop"}} 0
+deferscope_findings{{{L},kind="long_held"}} 0
+deferscope_findings{{{L},kind="fd_pressure"}} 0
+deferscope_findings{{{L},kind="goroutine_leak"}} 0
 # HELP deferscope_goroutines Goroutines now (without the runtime's own), by state.
 # TYPE deferscope_goroutines gauge
 deferscope_goroutines{{{L},state="running"}} 1
@@ -299,4 +305,37 @@ async fn serves_metrics_and_an_index_over_http() {
     assert!(index.starts_with("HTTP/1.0 200") && index.contains("/metrics"), "{index}");
     assert!(get("/nope").await.starts_with("HTTP/1.0 404"));
     server.abort();
+}
+
+#[test]
+fn deferred_calls_lifetimes_findings_and_process() {
+    let (_tx, registry) = setup(crate::test_support::diagnosed_snapshot_at(2.0, 4000, 1250), 20);
+    let lines = lines(&registry);
+    let base = r#"pid="4242",exe="shop-server""#;
+    let deep = "main.deepWorker /home/dev/shop/cmd/server/main.go:42";
+    let handler = "main.handleOrders /home/dev/shop/cmd/server/orders.go:51";
+    assert_eq!(
+        value(
+            &lines,
+            &format!(r#"deferscope_defer_site_deferred{{{base},site="{deep}",deferred="os.(*File).Close"}}"#)
+        ),
+        Some(1.0),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        value(&lines, &format!(r#"deferscope_defer_site_lifetime_seconds_count{{{base},site="{handler}"}}"#)),
+        Some(120.0)
+    );
+    assert_eq!(
+        value(
+            &lines,
+            &format!(r#"deferscope_defer_site_lifetime_seconds_bucket{{le="0.25",{base},site="{handler}"}}"#)
+        ),
+        Some(119.0)
+    );
+    assert_eq!(value(&lines, &format!(r#"deferscope_findings{{{base},kind="long_held"}}"#)), Some(0.0));
+    assert_eq!(value(&lines, &format!(r#"deferscope_findings{{{base},kind="defer_in_loop"}}"#)), Some(1.0));
+    assert_eq!(value(&lines, &format!("deferscope_process_open_fds{{{base}}}")), Some(1250.0));
+    assert_eq!(value(&lines, &format!("deferscope_process_max_fds{{{base}}}")), Some(4096.0));
+    assert_eq!(value(&lines, &format!("deferscope_process_threads{{{base}}}")), Some(9.0));
 }
