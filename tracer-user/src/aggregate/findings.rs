@@ -95,7 +95,7 @@ impl Findings {
                 message,
             });
         }
-        out.sort_by(|a, b| b.records.cmp(&a.records));
+        out.sort_by_key(|f| std::cmp::Reverse(f.records));
         out
     }
 }
@@ -188,6 +188,42 @@ pub fn leaks(groups: &[LeakGroup]) -> Vec<Finding> {
         .collect()
 }
 
+impl super::Aggregator {
+    /// Every finding of the current state (`sites`, `leaks`: as rendered).
+    pub(super) fn findings(
+        &mut self,
+        sym: &mut dyn super::Symbolizer,
+        inputs: &super::SnapshotInputs,
+        sites: &[DeferSiteView],
+        leak_groups: &[LeakGroup],
+    ) -> Vec<Finding> {
+        let mut holdings = Vec::new();
+        for (&goid, g) in &self.goroutines {
+            let mut counts: HashMap<u64, u64> = HashMap::default();
+            for &pc in &g.sites {
+                *counts.entry(pc).or_default() += 1;
+            }
+            let mut stack: Option<Vec<Site>> = None;
+            for (pc, records) in counts.into_iter().filter(|&(_, n)| n >= LOOP_MIN_RECORDS) {
+                let site = sym.call_site(pc);
+                let stack = stack.get_or_insert_with(|| {
+                    g.stack.iter().enumerate().flat_map(|(i, &frame)| sym.frames(frame, i > 0)).collect()
+                });
+                let frames = site.as_ref().and_then(|s| frames_of(stack, g.stack.len(), &s.function));
+                let deferred = self.deferred_code.get(&pc).and_then(|&code| sym.deferred_call(code));
+                holdings.push(Holding { goid, pc, records, frames, site, deferred });
+            }
+        }
+        let mut out = self.findings.defer_in_loop(holdings, inputs.now_ns);
+        if let Some(f) = fd_pressure(inputs.process.as_ref(), &out) {
+            out.push(f);
+        }
+        out.extend(long_held(sites));
+        out.extend(leaks(leak_groups));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,41 +293,5 @@ mod tests {
         assert_eq!(frames_of(&[s.clone(), s.clone()], 2, "main.rec"), Some(2));
         assert_eq!(frames_of(&[], 0, "main.rec"), None);
         assert_eq!(frames_of(&[s], MAX_FRAMES, "main.rec"), None);
-    }
-}
-
-impl super::Aggregator {
-    /// Every finding of the current state (`sites`, `leaks`: as rendered).
-    pub(super) fn findings(
-        &mut self,
-        sym: &mut dyn super::Symbolizer,
-        inputs: &super::SnapshotInputs,
-        sites: &[DeferSiteView],
-        leak_groups: &[LeakGroup],
-    ) -> Vec<Finding> {
-        let mut holdings = Vec::new();
-        for (&goid, g) in &self.goroutines {
-            let mut counts: HashMap<u64, u64> = HashMap::default();
-            for &pc in &g.sites {
-                *counts.entry(pc).or_default() += 1;
-            }
-            let mut stack: Option<Vec<Site>> = None;
-            for (pc, records) in counts.into_iter().filter(|&(_, n)| n >= LOOP_MIN_RECORDS) {
-                let site = sym.call_site(pc);
-                let stack = stack.get_or_insert_with(|| {
-                    g.stack.iter().enumerate().flat_map(|(i, &frame)| sym.frames(frame, i > 0)).collect()
-                });
-                let frames = site.as_ref().and_then(|s| frames_of(stack, g.stack.len(), &s.function));
-                let deferred = self.deferred_code.get(&pc).and_then(|&code| sym.deferred_call(code));
-                holdings.push(Holding { goid, pc, records, frames, site, deferred });
-            }
-        }
-        let mut out = self.findings.defer_in_loop(holdings, inputs.now_ns);
-        if let Some(f) = fd_pressure(inputs.process.as_ref(), &out) {
-            out.push(f);
-        }
-        out.extend(long_held(sites));
-        out.extend(leaks(leak_groups));
-        out
     }
 }
