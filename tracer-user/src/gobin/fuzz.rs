@@ -69,6 +69,8 @@ pub(crate) fn go_binary(data: &[u8]) {
         if let Some(name) = pcln.func_name(&binary.data, &f) {
             let _ = binary.function_entry(name);
         }
+        // Every function read as a deferred function value: wrappers decoded.
+        let _ = binary.deferred_call(f.entry);
         for pc in pcs_of(f.entry, f.end) {
             let _ = binary.symbolize(pc);
             let _ = binary.symbolize_frames(pc);
@@ -78,6 +80,13 @@ pub(crate) fn go_binary(data: &[u8]) {
     }
     for pc in [0, u64::MAX, binary.text_start()] {
         let _ = binary.symbolize_frames(pc);
+        let _ = binary.deferred_call(pc);
+    }
+    // The wrapper decoders over arbitrary bytes, near the top of the address
+    // space (branch targets must not overflow).
+    for entry in [0, u64::MAX - 64] {
+        let _ = super::wrappers::amd64_insns(data, entry);
+        let _ = super::wrappers::arm64_insns(data, entry);
     }
 }
 
