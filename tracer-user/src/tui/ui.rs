@@ -253,6 +253,16 @@ mod tests {
     }
 
     #[test]
+    fn goroutine_detail_with_deferred_calls_and_findings() {
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(Arc::new(test_support::diagnosed_snapshot_at(1.0, 2000, 1200)));
+        app.on_snapshot(Arc::new(test_support::diagnosed_snapshot_at(2.0, 4000, 1250)));
+        // The deepest goroutine (18, the defer in a loop) is first.
+        keys(&mut app, "\n");
+        insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
+    }
+
+    #[test]
     fn dashboard_100x30() {
         let mut app = app();
         insta::assert_snapshot!(screen(&mut app, 100, 30).backend());

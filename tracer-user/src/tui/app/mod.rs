@@ -148,6 +148,12 @@ impl App {
         self.snapshot.as_deref()
     }
 
+    /// The shown snapshot, shared: for drawing while `self` is borrowed
+    /// mutably.
+    pub fn shared_snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
     pub fn target_exited(&self) -> bool {
         self.snapshot.as_ref().is_some_and(|s| s.target_exited)
             || self.pending.as_ref().is_some_and(|s| s.target_exited)

@@ -1,5 +1,5 @@
-//! Enter: one goroutine (state, defer chain by site, full stack, creation
-//! site) or one leak group (its sites and a sample goroutine's stack).
+//! Enter: one goroutine (state, findings, defer chain by site with what each
+//! site defers and how long its records live, full stack, creation site) or one leak group (its sites and a sample goroutine's stack).
 use ratatui::{
     Frame,
     layout::Rect,
@@ -9,7 +9,7 @@ use ratatui::{
 };
 
 use crate::{
-    aggregate::model::{GoroutineView, LeakGroup, Site, Verdict},
+    aggregate::model::{DeferSiteView, Finding, GoroutineView, LeakGroup, Site, Verdict},
     tui::{
         app::{App, DetailSubject},
         format::duration,
@@ -63,7 +63,36 @@ fn stack_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView) {
     }
 }
 
-fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after: f64) {
+/// What a chain entry's site defers and how long its records live, from the
+/// snapshot's site list.
+fn site_facts(site: &DeferSiteView) -> Option<Line<'static>> {
+    let mut facts = Vec::new();
+    if let Some(d) = &site.deferred {
+        facts.push(format!("defers {}", d.function));
+    }
+    if let Some(l) = &site.lifetime_s {
+        facts.push(format!(
+            "held p50 {} p99 {} max {} ({} popped)",
+            duration(l.p50),
+            duration(l.p99),
+            duration(l.max),
+            l.count
+        ));
+    }
+    if let Some(o) = site.oldest_live_s {
+        facts.push(format!("oldest pending {}{}", if site.oldest_live_lower_bound { "≥" } else { "" }, duration(o)));
+    }
+    (!facts.is_empty())
+        .then(|| Line::from(Span::styled(format!("            {}", facts.join(" · ")), Style::new().fg(Color::Gray))))
+}
+
+fn goroutine_lines(
+    lines: &mut Vec<Line<'static>>,
+    g: &GoroutineView,
+    leak_after: f64,
+    sites: &[DeferSiteView],
+    findings: &[Finding],
+) {
     let mut state = vec![Span::styled(g.state.as_str(), Style::new().add_modifier(Modifier::BOLD))];
     if let Some(w) = &g.wait_reason {
         state.push(Span::raw(format!(" ({w})")));
@@ -109,6 +138,18 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
         created.push(Span::styled(format!("  by goroutine {p}"), Style::new().fg(Color::Gray)));
     }
     lines.push(field("created by", created));
+    for f in findings.iter().filter(|f| f.goroutine == Some(g.goid)) {
+        lines.push(field(
+            "finding",
+            vec![
+                Span::styled(
+                    format!("{}: ", f.kind.as_str()),
+                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(f.message.clone()),
+            ],
+        ));
+    }
     lines.push(Line::from(""));
 
     let records: u64 = g.defer_chain.as_ref().map_or(0, |c| c.iter().map(|e| e.count).sum());
@@ -130,6 +171,8 @@ fn goroutine_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView, leak_after
                     None => spans.push(Span::styled("unknown site", Style::new().fg(Color::DarkGray))),
                 }
                 lines.push(Line::from(spans));
+                let view = e.site.as_ref().and_then(|s| sites.iter().find(|v| v.site == *s));
+                lines.extend(view.and_then(site_facts));
             }
         }
         Some(_) => lines.push(Line::from(Span::styled("  (empty)", Style::new().fg(Color::DarkGray)))),
@@ -187,6 +230,8 @@ fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&Go
 
 pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
     let leak_after = app.snapshot().map_or(app.settings.leak_after.as_secs_f64(), |s| s.leak_after_s);
+    let snapshot = app.shared_snapshot();
+    let (sites, findings) = snapshot.as_deref().map_or((&[][..], &[][..]), |s| (&s.defer_sites[..], &s.findings[..]));
     let Some(detail) = app.detail.as_mut() else {
         return;
     };
@@ -202,7 +247,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         });
     }
     match (&detail.subject, &detail.goroutine, &detail.group) {
-        (DetailSubject::Goroutine(_), Some(g), _) => goroutine_lines(&mut lines, g, leak_after),
+        (DetailSubject::Goroutine(_), Some(g), _) => goroutine_lines(&mut lines, g, leak_after, sites, findings),
         (DetailSubject::Leak(_), sample, Some(l)) => group_lines(&mut lines, l, sample.as_ref()),
         _ => lines.push(Line::from("  no longer in the snapshot")),
     }

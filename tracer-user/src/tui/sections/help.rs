@@ -40,6 +40,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
         ("DEFER DEPTH", "live defer records of the goroutine (~: estimated while resyncing)".to_owned()),
         ("LEAKED", format!("blocked on a channel, select, lock or WaitGroup for {leak_after}+")),
         ("BLOCKED", "how long it has been blocked without running".to_owned()),
+        ("HELD", "median life of a site's records (≥: oldest still pending)".to_owned()),
     ];
     for (name, what) in legend {
         lines.push(Line::from(vec![
