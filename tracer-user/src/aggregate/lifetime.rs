@@ -54,6 +54,19 @@ impl Lifetimes {
         }
     }
 
+    /// A pop whose event placed the goroutine on a known chain (`left`,
+    /// oldest first: the records under the popped one). The mirrored
+    /// chain's newest record is the one popped if the rest is `left`;
+    /// otherwise events were missed and which record ended is not known
+    /// (the caller's [`Self::chain_read`] then redates what differs).
+    pub fn popped_leaving(&mut self, goid: u64, t_ns: u64, left: &[u64]) {
+        let Some(chain) = self.chains.get(&goid) else { return };
+        let matches = chain.len() == left.len() + 1 && chain.iter().zip(left).all(|(p, &site)| p.site == site);
+        if matches {
+            self.popped(goid, t_ns);
+        }
+    }
+
     /// A chain (oldest first) read from memory at `t_ns` replaced the
     /// goroutine's: records it shares with the mirrored chain (the common
     /// oldest part) keep their dates, the others are dated from `t_ns`.
@@ -188,6 +201,26 @@ mod tests {
         assert_eq!(l.oldest_pending()[&10], Oldest { since_ns: 5 * MS, lower_bound: false });
         l.popped(2, 205 * MS);
         assert_eq!(l.popped_at(10).expect("timed").len(), 1);
+    }
+
+    #[test]
+    fn pops_placed_on_a_known_chain_are_timed_when_the_mirror_agrees() {
+        let mut l = Lifetimes::default();
+        l.pushed(1, 10, 0);
+        l.pushed(1, 20, 100 * MS);
+        // The pop names the record under it: [10] is left, as mirrored.
+        l.popped_leaving(1, 300 * MS, &[10]);
+        assert_eq!(l.popped_at(20).expect("timed").len(), 1);
+        // Then the empty chain.
+        l.popped_leaving(1, 400 * MS, &[]);
+        assert!((l.popped_at(10).expect("timed").max() as f64 / 400_000.0 - 1.0).abs() < 0.01);
+        // A mirror that disagrees (a missed push) times nothing.
+        l.pushed(2, 10, 0);
+        l.pushed(2, 20, 0);
+        l.popped_leaving(2, 300 * MS, &[]);
+        l.popped_leaving(2, 300 * MS, &[30]);
+        assert_eq!(l.popped_at(20).expect("site 20").len(), 1);
+        assert_eq!(l.popped_at(10).expect("site 10").len(), 1);
     }
 
     #[test]

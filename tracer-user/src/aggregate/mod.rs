@@ -407,6 +407,7 @@ impl Aggregator {
                 }
                 g.last_event_ns = g.last_event_ns.max(t);
                 if let Some((left, exact)) = g.chain_on(event.aux) {
+                    self.lifetimes.popped_leaving(event.goid, t, &left);
                     self.set_chain(event.goid, left, exact);
                     return;
                 }
