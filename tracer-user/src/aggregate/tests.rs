@@ -615,3 +615,31 @@ fn a_running_goroutine_read_while_sampled_is_placed_by_its_first_event_after_the
     agg.apply_event(&ev_on(EventKind::DeferPop, 102, 6, 0, top_of_base));
     assert_eq!(depth_of(&render(&mut agg), 6), Some(40));
 }
+
+#[test]
+fn records_popped_by_events_that_name_the_record_under_them_are_timed() {
+    // A handler holding two heap records for 200 ms, on a goroutine read at
+    // rest in between: every push and pop names the record below it.
+    const MS: u64 = 1_000_000;
+    let mut agg = Aggregator::new(WaitReasons::default());
+    agg.apply_scan(&snap(0, MS, vec![mem_g(1, &[], true)]));
+    for call in 0..3u64 {
+        let t = 10 * MS + call * 300 * MS;
+        agg.apply_event(&ev_on(EventKind::DeferPush, t, 1, 75, 0));
+        agg.apply_event(&ev_on(EventKind::DeferPush, t + MS, 1, 75, 0xa000));
+        // Asleep: a read at rest agrees with the events.
+        let read = ScannedGoroutine {
+            records: vec![RecordMark { addr: 0xb000, depth: 2 }, RecordMark { addr: 0xa000, depth: 1 }],
+            ..mem_g(1, &[75, 75], true)
+        };
+        agg.apply_scan(&snap(t + 50 * MS, t + 51 * MS, vec![read]));
+        agg.apply_event(&ev_on(EventKind::DeferPop, t + 201 * MS, 1, 0, 0xa000));
+        agg.apply_event(&ev_on(EventKind::DeferPop, t + 201 * MS, 1, 0, 0));
+    }
+    let s = render_at(&mut agg, 2000 * MS, u64::MAX);
+    let site = s.defer_sites.iter().find(|v| v.site.line == 75).expect("the handler's site");
+    let l = site.lifetime_s.as_ref().expect("timed lifetimes");
+    assert_eq!(l.count, 6);
+    assert!((0.19..=0.21).contains(&l.p50), "p50 {}", l.p50);
+    assert_eq!(site.oldest_live_s, None);
+}
