@@ -85,7 +85,7 @@ fn check(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result<()> {
     let fds_seen_first = open_fds(&seen_first).map_err(anyhow::Error::msg)?;
     let second = program.command("files 100", "files")?;
     anyhow::ensure!(second["pending"] == 200, "the program holds {}", second["pending"]);
-    tracer.wait_for("a defer_in_loop finding at the file-close site, fds climbing", |s| {
+    let seen_second = tracer.wait_for("a defer_in_loop finding at the file-close site, fds climbing", |s| {
         let f = loop_finding_at(s, lines.file_close).ok_or_else(|| format!("findings: {}", s["findings"]))?;
         if f["goroutine"] != goid || f["records"] != 200 || f["deferred"]["function"] != "os.(*File).Close" {
             return Err(format!("finding {f}, want goroutine {goid}, 200 records of os.(*File).Close"));
@@ -96,6 +96,14 @@ fn check(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+
+    eprintln!(
+        "   open_fds {fds_seen_first} → {} (the program counts {} → {}), finding: {}",
+        seen_second["process"]["open_fds"],
+        fds_first,
+        second["open_fds"],
+        loop_finding_at(&seen_second, lines.file_close).map_or(String::new(), |f| f["message"].to_string())
+    );
 
     // A real closure and a method value deferred in a loop.
     program.command("closures 40", "closures")?;
@@ -112,7 +120,7 @@ fn check(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result<()> {
     // A handler holding two heap records for ~200 ms per call.
     let handled = program.command("handle 6", "handled")?;
     let popped = as_u64(&handled["calls"]) * as_u64(&handled["records_per_call"]);
-    tracer.wait_for("handler lifetimes of ~0.2 s, no defer_in_loop", |s| {
+    let timed = tracer.wait_for("handler lifetimes of ~0.2 s, no defer_in_loop", |s| {
         if loop_finding_at(s, lines.handler).is_some() {
             return Err(format!("defer_in_loop at the handler: {}", s["findings"]));
         }
@@ -124,6 +132,8 @@ fn check(tc: &Toolchain, flags: &[&str], lines: &Lines) -> anyhow::Result<()> {
         }
         Ok(())
     })?;
+
+    eprintln!("   handler lifetime_s {}", site(&timed, lines.handler).map_or(Value::Null, |s| s["lifetime_s"].clone()));
 
     // Deep recursion with stack defers: one record per frame per site.
     let recursed = program.command("recurse 40", "recursed")?;
