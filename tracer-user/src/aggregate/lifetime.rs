@@ -77,6 +77,22 @@ impl Lifetimes {
         chain.extend(sites_oldest_first[kept..].iter().map(|&site| Pending { site, since_ns: t_ns, exact: false }));
     }
 
+    /// The first chain read from memory of a goroutine whose mirrored chain
+    /// came from events alone (no read before): those records were pushed
+    /// since attach, on top of whatever the goroutine held then, so they
+    /// are matched from the top; the records under them are dated from
+    /// `t_ns`, as lower bounds.
+    pub fn first_chain_read(&mut self, goid: u64, sites_oldest_first: &[u64], t_ns: u64) {
+        let chain = self.chains.entry(goid).or_default();
+        let shared =
+            chain.iter().rev().zip(sites_oldest_first.iter().rev()).take_while(|(p, site)| p.site == **site).count();
+        let top = chain.split_off(chain.len() - shared);
+        chain.clear();
+        let below = &sites_oldest_first[..sites_oldest_first.len() - shared];
+        chain.extend(below.iter().map(|&site| Pending { site, since_ns: t_ns, exact: false }));
+        chain.extend(top);
+    }
+
     pub fn exited(&mut self, goid: u64) {
         self.chains.remove(&goid);
     }
@@ -90,12 +106,21 @@ impl Lifetimes {
     pub fn oldest_pending(&self) -> HashMap<u64, Oldest> {
         let mut oldest: HashMap<u64, Oldest> = HashMap::default();
         for chain in self.chains.values() {
-            for p in chain {
-                let candidate = Oldest { since_ns: p.since_ns, lower_bound: !p.exact };
+            // A record was pushed before every record above it: a date from
+            // higher up bounds it too (then as a lower bound of its age).
+            let mut pushed_by = u64::MAX;
+            for p in chain.iter().rev() {
+                let candidate = if p.exact && p.since_ns <= pushed_by {
+                    Oldest { since_ns: p.since_ns, lower_bound: false }
+                } else {
+                    Oldest { since_ns: p.since_ns.min(pushed_by), lower_bound: true }
+                };
+                pushed_by = candidate.since_ns;
                 oldest
                     .entry(p.site)
                     .and_modify(|o| {
-                        if candidate.since_ns < o.since_ns {
+                        // Equally dated, an older record (a lower bound) wins.
+                        if (candidate.since_ns, !candidate.lower_bound) < (o.since_ns, !o.lower_bound) {
                             *o = candidate;
                         }
                     })
@@ -132,7 +157,7 @@ impl<'a> SiteLifetimes<'a> {
             }
         }
         if let Some(&o) = self.oldest.get(&pc) {
-            if oldest.is_none_or(|current| o.since_ns < current.since_ns) {
+            if oldest.is_none_or(|current| (o.since_ns, !o.lower_bound) < (current.since_ns, !current.lower_bound)) {
                 *oldest = Some(o);
             }
         }
@@ -221,6 +246,27 @@ mod tests {
         l.popped_leaving(2, 300 * MS, &[30]);
         assert_eq!(l.popped_at(20).expect("site 20").len(), 1);
         assert_eq!(l.popped_at(10).expect("site 10").len(), 1);
+    }
+
+    #[test]
+    fn events_before_the_first_read_sit_on_top_of_older_records() {
+        // Attached to a loop deferring at one site: 2 pushes seen, and the
+        // first read finds 5 records, 3 of them from before attach.
+        let mut l = Lifetimes::default();
+        l.pushed(1, 10, 20 * MS);
+        l.pushed(1, 10, 40 * MS);
+        l.first_chain_read(1, &[10, 10, 10, 10, 10], 50 * MS);
+        // The oldest was pushed before the first push seen.
+        assert_eq!(l.oldest_pending()[&10], Oldest { since_ns: 20 * MS, lower_bound: true });
+        // The newest two keep their push times.
+        l.popped(1, 140 * MS);
+        l.popped(1, 220 * MS);
+        let h = l.popped_at(10).expect("timed");
+        assert_eq!(h.len(), 2);
+        assert!((h.max() as f64 / 200_000.0 - 1.0).abs() < 0.01, "{}", h.max());
+        // The next pop is a record from before attach: not timed.
+        l.popped(1, 300 * MS);
+        assert_eq!(l.popped_at(10).expect("timed").len(), 2);
     }
 
     #[test]

@@ -539,10 +539,15 @@ impl Aggregator {
             });
             g.max_depth = g.max_depth.max(g.sites.len() as u64);
             g.ignore_before_ns = scan.t_start_ns;
+            let first_read = !g.has_baseline;
             g.has_baseline = baseline_ok || !events_define_depth;
             g.depth_exact = gm.consistent && (baseline_ok || !events_define_depth);
             if let Some((old, new_sites)) = moved {
-                self.lifetimes.chain_read(gm.goid, &new_sites, scan.t_start_ns);
+                if first_read {
+                    self.lifetimes.first_chain_read(gm.goid, &new_sites, scan.t_start_ns);
+                } else {
+                    self.lifetimes.chain_read(gm.goid, &new_sites, scan.t_start_ns);
+                }
                 for pc in old {
                     self.remove_live(pc);
                 }
