@@ -105,6 +105,21 @@ fn short_site(s: &Site) -> String {
     format!("{file}:{} {}", s.line, s.function)
 }
 
+/// Whether `function` is in Go's standard library: its package path's first
+/// element has no dot (`net/http`, `context`), unlike a module's
+/// (`github.com/…`), and it is not `main`. The standard library's long-held
+/// records are by design (`net/http.(*conn).serve` holds its defers for a
+/// keep-alive connection's life); a module without a dot in its path is
+/// taken for the standard library too, so it misses `long_held`, never
+/// gains one.
+fn is_standard_library(function: &str) -> bool {
+    let after_slash = function.rfind('/').map_or(0, |i| i + 1);
+    let package_end = function[after_slash..].find('.').map_or(function.len(), |i| after_slash + i);
+    let package = &function[..package_end];
+    let first = package.split('/').next().unwrap_or(package);
+    package != "main" && !first.contains('.')
+}
+
 /// `long_held`: a site whose records live far longer than the others'.
 pub fn long_held(sites: &[DeferSiteView]) -> Vec<Finding> {
     let timed: Vec<(&DeferSiteView, f64)> = sites
@@ -114,7 +129,7 @@ pub fn long_held(sites: &[DeferSiteView]) -> Vec<Finding> {
     let mut out = Vec::new();
     for (i, &(site, p50)) in timed.iter().enumerate() {
         let mut others: Vec<f64> = timed.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &(_, p))| p).collect();
-        if others.is_empty() || p50 < LONG_HELD_MIN_P50_S {
+        if others.is_empty() || p50 < LONG_HELD_MIN_P50_S || is_standard_library(&site.site.function) {
             continue;
         }
         others.sort_by(f64::total_cmp);
@@ -285,6 +300,16 @@ mod tests {
         assert!(fd_pressure(Some(&roomy), &loops).is_none());
         assert!(fd_pressure(Some(&full), &[]).is_none());
         assert!(fd_pressure(None, &loops).is_none());
+    }
+
+    #[test]
+    fn standard_library_functions_by_package_path() {
+        assert!(is_standard_library("net/http.(*conn).serve"));
+        assert!(is_standard_library("context.WithCancel.func1"));
+        assert!(!is_standard_library("main.handle"));
+        assert!(!is_standard_library("main.(*conn).release"));
+        assert!(!is_standard_library("github.com/acme/shop/cart.(*Cart).Close"));
+        assert!(!is_standard_library("deferscope.test/testutil.Report"));
     }
 
     #[test]
