@@ -15,7 +15,7 @@ pub struct BinarySymbols {
     bias: u64,
     call_sites: HashMap<u64, Option<Site>>,
     frames: HashMap<(u64, bool), Vec<Site>>,
-    functions: HashMap<u64, Option<String>>,
+    functions: HashMap<u64, Option<Arc<str>>>,
     deferred_calls: HashMap<u64, Option<Site>>,
 }
 
@@ -60,12 +60,9 @@ impl Symbolizer for BinarySymbols {
             .clone()
     }
 
-    fn function_at(&mut self, pc: u64) -> Option<String> {
+    fn function_at(&mut self, pc: u64) -> Option<Arc<str>> {
         let (binary, bias) = (&self.binary, self.bias);
-        self.functions
-            .entry(pc)
-            .or_insert_with(|| binary.function_name(pc.wrapping_sub(bias)).map(str::to_owned))
-            .clone()
+        self.functions.entry(pc).or_insert_with(|| binary.function_name(pc.wrapping_sub(bias)).map(Arc::from)).clone()
     }
 }
 

@@ -38,6 +38,7 @@ pub mod lifetime;
 pub mod model;
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -63,7 +64,7 @@ pub trait Symbolizer {
     /// Source line of a runtime PC (a return address: the call's line).
     fn call_site(&mut self, return_pc: u64) -> Option<Site>;
     /// Name of the function at a runtime PC.
-    fn function_at(&mut self, pc: u64) -> Option<String>;
+    fn function_at(&mut self, pc: u64) -> Option<Arc<str>>;
     /// Every logical frame (inlined calls first) of one physical frame of a
     /// stack: `pc` itself for the innermost frame, a return address for the
     /// others.
@@ -97,7 +98,7 @@ struct GoroutineState {
     system: Option<bool>,
     /// Stack PCs from the last memory read, innermost first (shared with the
     /// scanner's cache while the goroutine does not run).
-    stack: std::sync::Arc<[u64]>,
+    stack: Arc<[u64]>,
     /// The current block, while memory shows it waiting.
     block: Option<leaks::Block>,
     /// Where the next push or pop event falls on the chain in memory: see
@@ -627,6 +628,7 @@ impl Aggregator {
         let mut system_cache: HashMap<u64, bool> = HashMap::default();
         let mut live = 0;
         let wait_reasons = &self.wait_reasons;
+        let mut reason_strings: HashMap<u8, Option<Arc<str>>> = HashMap::default();
         // One pass over every goroutine: what counts, what leaks, and its
         // view (the `--top` cap applies to the listing only, after sorting;
         // no intermediate copy per goroutine: with 100k of them it counts).
@@ -648,7 +650,16 @@ impl Aggregator {
             }
             let status = g.status.unwrap_or(GoroutineStatus::Runnable);
             let waiting = status.is_parked();
-            let wait_reason = waiting.then(|| wait_reasons.string(g.wait_reason).map(str::to_owned)).flatten();
+            // One shared string per reason: 100k parked goroutines would
+            // otherwise own 100k copies of "chan receive" per snapshot.
+            let wait_reason = if waiting {
+                reason_strings
+                    .entry(g.wait_reason)
+                    .or_insert_with(|| wait_reasons.string(g.wait_reason).map(Arc::from))
+                    .clone()
+            } else {
+                None
+            };
             let blocked_for_ns = g.block.map(|b| inputs.now_ns.saturating_sub(b.since_ns));
             let blocked_at = if waiting { blocking_site(&g.stack, sym) } else { None };
             let stuck = !system
@@ -658,19 +669,20 @@ impl Aggregator {
             let proof = self.prover.proof(*goid).filter(|p| stuck && p.holds_for(g.wait_reason, g.block.as_ref()));
             let leaked = proof.is_some();
             let leak_reason = match proof {
-                Some(p) => Some(p.reason.to_owned()),
+                Some(p) => Some(p.reason),
                 None if !stuck => None,
-                None if self.prover.is_candidate(*goid) => Some("unreachable once: confirming".to_owned()),
-                None if self.reachable.contains(goid) => Some("reachable: could still be woken".to_owned()),
-                None if heap_scanned => Some("not provable: primitive unknown".to_owned()),
-                None => Some("not scanned".to_owned()),
-            };
+                None if self.prover.is_candidate(*goid) => Some("unreachable once: confirming"),
+                None if self.reachable.contains(goid) => Some("reachable: could still be woken"),
+                None if heap_scanned => Some("not provable: primitive unknown"),
+                None => Some("not scanned"),
+            }
+            .map(Arc::from);
             let unreachable_for_s = proof.map(|p| inputs.now_ns.saturating_sub(p.since_ns) as f64 / 1e9);
             // Go's own tracebacks print no creator for the main goroutine either.
             let created_by = (g.gopc != 0 && *goid != MAIN_GOID).then(|| sym.call_site(g.gopc)).flatten();
             if stuck {
                 let blocked_s = blocked_for_ns.unwrap_or(0) as f64 / 1e9;
-                let reason = wait_reason.clone().unwrap_or_default();
+                let reason = wait_reason.as_deref().unwrap_or_default().to_owned();
                 let verdict = if leaked { Verdict::Leaked } else { Verdict::Stuck };
                 let key = (verdict, created_by.clone(), blocked_at.clone(), reason.clone());
                 let group = groups.entry(key).or_insert_with(|| model::LeakGroup {

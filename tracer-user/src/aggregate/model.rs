@@ -66,7 +66,7 @@ pub struct GoroutineView {
     pub goid: u64,
     pub state: GoroutineStatus,
     /// Only for waiting goroutines, as Go prints it (`chan receive`).
-    pub wait_reason: Option<String>,
+    pub wait_reason: Option<Arc<str>>,
     pub defer_depth: u64,
     pub max_defer_depth: u64,
     /// The `defer` statement that pushed the newest record.
@@ -74,7 +74,7 @@ pub struct GoroutineView {
     /// The `go` statement that created the goroutine.
     pub created_by: Option<Site>,
     /// The function the goroutine started in.
-    pub start_function: Option<String>,
+    pub start_function: Option<Arc<str>>,
     /// The goroutine that created it, when the runtime records it (Go 1.21+).
     pub parent_goid: Option<u64>,
     /// One of the runtime's own goroutines (GC workers, finalizers, ...).
@@ -95,7 +95,7 @@ pub struct GoroutineView {
     pub stuck: bool,
     /// Why it is leaked ("channel unreachable", "nil channel", ...), or for
     /// a stuck one why it is not ("reachable: could still be woken", ...).
-    pub leak_reason: Option<String>,
+    pub leak_reason: Option<Arc<str>>,
     /// How long its primitive has been known unreachable (leaked ones).
     pub unreachable_for_s: Option<f64>,
     /// Symbolised stack, innermost first (only when asked for: TUI, `--stacks`).

@@ -131,7 +131,7 @@ fn goroutine_lines(
         ],
     ));
     if let Some(f) = &g.start_function {
-        lines.push(field("started in", vec![Span::raw(f.clone())]));
+        lines.push(field("started in", vec![Span::raw(f.to_string())]));
     }
     let mut created = opt_site(&g.created_by);
     if let Some(p) = g.parent_goid {

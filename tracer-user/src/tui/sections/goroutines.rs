@@ -82,7 +82,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, app: &mut App) {
         let style = depth_style(g.defer_depth);
         let mut cells = vec![Cell::from(g.goid.to_string()), Cell::from(state)];
         if !narrow {
-            cells.push(Cell::from(g.wait_reason.clone().unwrap_or_default()));
+            cells.push(Cell::from(g.wait_reason.as_deref().unwrap_or_default().to_owned()));
         }
         cells.push(Cell::from(Line::from(vec![
             Span::styled(format!("{depth:>6} "), style),
