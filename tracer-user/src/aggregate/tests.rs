@@ -16,7 +16,7 @@ impl Symbolizer for FakeSymbols {
             _ => Site::new("main.work", "/src/main.go", pc as u32),
         })
     }
-    fn function_at(&mut self, pc: u64) -> Option<std::sync::Arc<str>> {
+    fn function_at(&mut self, pc: u64) -> Option<Arc<str>> {
         Some(if pc == 0xdead { "runtime.bgsweep".into() } else { "main.worker".into() })
     }
     fn frames(&mut self, pc: u64, is_return_address: bool) -> Vec<Site> {
