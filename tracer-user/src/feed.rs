@@ -67,10 +67,16 @@ impl<T> FeedPublisher<T> {
     /// snapshot while the next is built doubles the peak memory (~33 MiB at
     /// 100k goroutines).
     pub(crate) fn publish(&self, value: T) {
+        self.publish_shared(Arc::new(value));
+    }
+
+    /// [`Self::publish`] for a value the session holds too (the snapshot it
+    /// just printed): shared, never copied.
+    pub(crate) fn publish_shared(&self, value: Arc<T>) {
         if self.0.receiver_count() == 0 {
             return;
         }
-        self.0.send_replace(Some(Arc::new(value)));
+        self.0.send_replace(Some(value));
     }
 }
 

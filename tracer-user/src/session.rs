@@ -831,7 +831,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     snapshots.push(Arc::new(snapshot));
                 }
                 if let Some(one) = snapshots.first().filter(|_| !is_multi(&options)) {
-                    publisher.publish(Snapshot::clone(one));
+                    publisher.publish_shared(Arc::clone(one));
                 }
                 fleet.publish(Fleet { snapshots });
                 if !discovers && host.tracees.is_empty() {
@@ -863,7 +863,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     }
     let keep_screen = all_exited || snapshots.iter().any(|s| s.target_exited);
     if let Some(one) = snapshots.first().filter(|_| !is_multi(&options)) {
-        publisher.publish(Snapshot::clone(one));
+        publisher.publish_shared(Arc::clone(one));
     }
     if !snapshots.is_empty() {
         fleet.publish(Fleet { snapshots });
