@@ -224,15 +224,22 @@ mod tests {
         terminal
     }
 
-    fn keys(app: &mut App, keys: &str) {
-        for c in keys.chars() {
+    /// The key presses a test types: `\n` Enter, `\t` Tab, `\x1b` Esc, other characters as themselves.
+    fn key_events(keys: &str) -> impl Iterator<Item = KeyEvent> + '_ {
+        keys.chars().map(|c| {
             let code = match c {
                 '\n' => KeyCode::Enter,
                 '\t' => KeyCode::Tab,
                 '\x1b' => KeyCode::Esc,
                 c => KeyCode::Char(c),
             };
-            handle_key(app, KeyEvent::new(code, KeyModifiers::NONE));
+            KeyEvent::new(code, KeyModifiers::NONE)
+        })
+    }
+
+    fn keys(app: &mut App, keys: &str) {
+        for key in key_events(keys) {
+            handle_key(app, key);
         }
     }
 
@@ -349,13 +356,8 @@ mod tests {
     }
 
     fn fleet_keys(app: &mut FleetApp, keys: &str) {
-        for c in keys.chars() {
-            let code = match c {
-                '\n' => KeyCode::Enter,
-                '\x1b' => KeyCode::Esc,
-                c => KeyCode::Char(c),
-            };
-            app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+        for key in key_events(keys) {
+            app.handle_key(key);
         }
     }
 
