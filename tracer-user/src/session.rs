@@ -736,7 +736,14 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
     leak_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut output_tick = tokio::time::interval(options.interval);
     output_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    output_tick.tick().await;
+    // The first snapshot right away when the given processes are read
+    // already (`start` waited for their first read), then one per
+    // --interval. Rates need no full interval: views and exporters divide
+    // counter deltas by `trace_uptime_s` deltas. Discovered processes are
+    // read off the loop, so there the first tick waits an interval.
+    if discovers {
+        output_tick.tick().await;
+    }
     let mut resync_tick = tokio::time::interval(options.resync.unwrap_or(options.interval));
     resync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     resync_tick.tick().await;
