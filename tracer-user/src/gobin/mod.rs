@@ -24,6 +24,7 @@ mod buildinfo;
 mod dwarf;
 mod elf;
 pub(crate) mod fuzz;
+mod image;
 mod moduledata;
 mod pclntab;
 mod prologue;
@@ -32,12 +33,13 @@ mod reader;
 pub(crate) mod tests;
 mod wrappers;
 
-use std::path::Path;
+use std::{borrow::Cow, path::Path};
 
 pub(crate) use dwarf::DwarfFacts;
 pub use elf::LoadSegment;
 
 use elf::ElfInfo;
+use image::{Image, SHF_EXECINSTR, SectionHeader};
 use moduledata::Moduledata;
 use pclntab::{Header, PclnTab};
 use prologue::Prologue;
@@ -129,9 +131,10 @@ pub struct AllgsLocation {
 
 /// A parsed Go executable.
 pub struct GoBinary {
-    /// The whole file. Read into memory rather than mmapped: the target may
-    /// be rebuilt in place while we run, and a truncated mapping would SIGBUS.
-    data: Vec<u8>,
+    /// The file's bytes that the readers use (see `image.rs`): read, not
+    /// mmapped, since the target may be rebuilt in place while we run and a
+    /// truncated mapping would SIGBUS.
+    data: Image,
     elf: ElfInfo,
     version: GoVersion,
     pcln: PclnTab,
@@ -151,14 +154,58 @@ impl std::fmt::Debug for GoBinary {
 }
 
 impl GoBinary {
-    /// Reads and parses the file (e.g. `/proc/PID/exe`).
+    /// Reads and parses the file (e.g. `/proc/PID/exe`): only the sections
+    /// used after startup stay in memory (see `image.rs`).
     pub fn open(path: &Path) -> Result<GoBinary, GoBinError> {
-        let data = std::fs::read(path).map_err(|source| GoBinError::Io { path: path.display().to_string(), source })?;
+        let io = |source| GoBinError::Io { path: path.display().to_string(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        if let Some(image) = Image::sparse(file, kept_at_open).map_err(io)? {
+            match GoBinary::from_image(image) {
+                Ok(mut binary) => {
+                    binary.load_funcdata().map_err(io)?;
+                    return Ok(binary);
+                }
+                // Whatever is wrong, the whole file says it the same way
+                // for every binary (or parses where a section was
+                // somewhere unexpected).
+                Err(e) => log::debug!("{}: {e} in the sections read; reading the whole file", path.display()),
+            }
+        }
+        let data = std::fs::read(path).map_err(io)?;
         GoBinary::parse(data)
     }
 
     /// Parses an in-memory image.
     pub fn parse(data: Vec<u8>) -> Result<GoBinary, GoBinError> {
+        GoBinary::from_image(Image::whole(data))
+    }
+
+    /// Reads what a sparse image left out and the readers want after
+    /// startup: the funcdata (inline trees), from `gofunc` to the end of
+    /// `.rodata`, where the linker puts it. With a symbol table, or without
+    /// `gofunc`, all of `.rodata` (`wait_reason_strings` reads strings
+    /// anywhere in it). A `gofunc` outside `.rodata` (a layout the linker
+    /// does not make, as in the fuzz seeds): every non-code segment.
+    fn load_funcdata(&mut self) -> std::io::Result<()> {
+        let rodata = self.elf.section(".rodata").and_then(|s| Some((s.addr, s.file_range?)));
+        match (self.pcln.gofunc.filter(|_| self.elf.symtab.is_none()), rodata) {
+            (Some(g), Some((addr, (off, len)))) if g >= addr && g - addr < len => {
+                self.data.load(off + (g - addr), len - (g - addr))
+            }
+            (None, Some((_, (off, len)))) => self.data.load(off, len),
+            _ => {
+                for seg in self.elf.segments.clone().iter().filter(|s| !s.is_executable()) {
+                    self.data.load(seg.file_offset, seg.filesz)?;
+                }
+                if let Some((_, (off, len))) = rodata {
+                    self.data.load(off, len)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn from_image(data: Image) -> Result<GoBinary, GoBinError> {
         let elf = ElfInfo::parse(&data)?;
         let raw_version = buildinfo::find_version(&data, &elf)?;
         let hdr = Header::locate(&data, &elf)?;
@@ -256,9 +303,12 @@ impl GoBinary {
         Some((f.entry, f.end))
     }
 
-    fn code(&self, entry: u64, end: u64) -> Result<&[u8], GoBinError> {
+    fn code(&self, entry: u64, end: u64) -> Result<Cow<'_, [u8]>, GoBinError> {
         let len = usize::try_from(end.saturating_sub(entry)).unwrap_or(0);
-        self.elf.read_vaddr(&self.data, entry, len).ok_or_else(|| GoBinError::Malformed {
+        // Within one segment's file image, as `ElfInfo::read_vaddr` checks.
+        let in_file = self.elf.segment_for_vaddr(entry).is_some_and(|s| len as u64 <= s.filesz - (entry - s.vaddr));
+        let off = self.elf.vaddr_to_file_offset(entry).filter(|_| in_file);
+        off.and_then(|off| self.data.bytes(off, len)).ok_or_else(|| GoBinError::Malformed {
             what: "program headers",
             detail: format!("code at {entry:#x}..{end:#x} is not in the file"),
         })
@@ -290,8 +340,8 @@ impl GoBinary {
         let code = self.code(entry, end)?;
         let is_morestack = |a: u64| self.is_morestack(a);
         let prologue = match self.elf.arch {
-            Arch::X86_64 => prologue::amd64_prologue(code, entry, end, &is_morestack),
-            Arch::Aarch64 => prologue::arm64_prologue(code, entry, end, &is_morestack),
+            Arch::X86_64 => prologue::amd64_prologue(&code, entry, end, &is_morestack),
+            Arch::Aarch64 => prologue::arm64_prologue(&code, entry, end, &is_morestack),
         };
         let vaddr = match prologue {
             Prologue::AfterCheck(v) => v,
@@ -315,8 +365,8 @@ impl GoBinary {
         let target = self.function_entry(callee).ok_or_else(|| GoBinError::FunctionNotFound(callee.to_string()))?;
         let code = self.code(entry, end)?;
         let calls = match self.elf.arch {
-            Arch::X86_64 => prologue::amd64_calls(code, entry),
-            Arch::Aarch64 => prologue::a64_calls(code, entry),
+            Arch::X86_64 => prologue::amd64_calls(&code, entry),
+            Arch::Aarch64 => prologue::a64_calls(&code, entry),
         };
         calls.into_iter().filter(|&(_, t)| t == target).map(|(ret, _)| self.point(entry, ret)).collect()
     }
@@ -393,7 +443,12 @@ impl GoBinary {
         if !self.has_dwarf() {
             return Ok(None);
         }
-        dwarf::read_facts(&self.data, structs).map(Some)
+        // A sparse image has no DWARF: read it for this call only.
+        match self.data.sections(|s| is_dwarf(s.name)) {
+            None => dwarf::read_facts(&self.data, structs).map(Some),
+            Some(Err(source)) => Err(GoBinError::Io { path: "the executable".into(), source }),
+            Some(Ok(sections)) => dwarf::read_facts(&sections, structs).map(Some),
+        }
     }
 
     /// The binary's own `runtime.waitReasonStrings` (`[N]string`), when the
@@ -417,8 +472,8 @@ impl GoBinary {
         let (entry, end) = self.located("runtime.allgadd")?;
         let code = self.code(entry, end)?;
         let acc = match self.elf.arch {
-            Arch::X86_64 => allgs::amd64_accesses(code, entry),
-            Arch::Aarch64 => allgs::arm64_accesses(code, entry),
+            Arch::X86_64 => allgs::amd64_accesses(&code, entry),
+            Arch::Aarch64 => allgs::arm64_accesses(&code, entry),
         };
         let is_data =
             |a: u64| self.elf.segments.iter().any(|s| s.is_writable() && a >= s.vaddr && a - s.vaddr < s.memsz);
@@ -447,7 +502,7 @@ impl GoBinary {
         let (entry, end) = self.located("runtime.(*mcentral).grow").ok()?;
         let callee = self.function_entry("runtime.(*mheap).alloc")?;
         let code = self.code(entry, end).ok()?;
-        let found = allgs::receivers_at_calls(code, entry, callee, self.elf.arch == Arch::Aarch64);
+        let found = allgs::receivers_at_calls(&code, entry, callee, self.elf.arch == Arch::Aarch64);
         let first = *found.first()?;
         let is_data =
             self.elf.segments.iter().any(|s| s.is_writable() && first >= s.vaddr && first - s.vaddr < s.memsz);
@@ -492,6 +547,17 @@ impl GoBinary {
     pub fn load_segments(&self) -> Vec<LoadSegment> {
         self.elf.segments.clone()
     }
+}
+
+/// The sections a sparse image reads at open: all with file bytes except
+/// machine code (read per function when decoded), DWARF (read once, when
+/// its facts are wanted) and `.rodata` (`GoBinary::load_funcdata`).
+fn kept_at_open(s: &SectionHeader<'_>) -> bool {
+    s.flags & SHF_EXECINSTR == 0 && !is_dwarf(s.name) && s.name != b".rodata"
+}
+
+fn is_dwarf(name: &[u8]) -> bool {
+    name.starts_with(b".debug_") || name.starts_with(b".zdebug_")
 }
 
 /// The `count` Go strings whose headers (`{ptr, len}`) start at `addr`,

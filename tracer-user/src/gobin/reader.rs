@@ -11,6 +11,10 @@ pub(crate) fn u8_at(d: &[u8], off: usize) -> Option<u8> {
     d.get(off).copied()
 }
 
+pub(crate) fn u16_at(d: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(bytes_at(d, off, 2)?.try_into().ok()?))
+}
+
 pub(crate) fn u32_at(d: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes_at(d, off, 4)?.try_into().ok()?))
 }

@@ -109,8 +109,8 @@ fn nosplit_for(minor: u32) -> Vec<&'static str> {
     v
 }
 
-fn code_at(b: &GoBinary, vaddr: u64, len: usize) -> &[u8] {
-    b.elf.read_vaddr(&b.data, vaddr, len).expect("code in file")
+fn code_at(b: &GoBinary, vaddr: u64, len: usize) -> Vec<u8> {
+    b.code(vaddr, vaddr + len as u64).expect("code in file").into_owned()
 }
 
 /// The instruction that ends right before `vaddr` is the stack check's
@@ -525,6 +525,55 @@ fn fuzz_seeds_are_go_binaries() {
         n += 1;
     }
     assert!(n > 0, "{} is empty", dir.display());
+}
+
+/// `GoBinary::open` reads only some sections (`image.rs`) and answers
+/// exactly as the whole file parsed in memory: every function's name and
+/// inline frames at its entry and a few PCs in, probe points, globals found
+/// by decoding code, the runtime layout (DWARF or tables).
+fn assert_sparse_same_as_whole(path: &Path) {
+    let name = path.display();
+    let sparse = GoBinary::open(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(sparse.data.is_sparse(), "{name}: read whole, not by sections");
+    let whole = GoBinary::parse(std::fs::read(path).expect("read")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(sparse.function_count(), whole.function_count(), "{name}");
+    for i in 0..whole.function_count() {
+        let Some(f) = whole.pcln.func_at_index(&whole.data, i) else { continue };
+        for pc in [f.entry, f.entry + 1, (f.entry + f.end) / 2, f.end.saturating_sub(1)] {
+            assert_eq!(sparse.symbolize_frames(pc), whole.symbolize_frames(pc), "{name}: {pc:#x}");
+        }
+    }
+    for f in ["runtime.deferproc", "runtime.gopanic", "runtime.goexit1", "runtime.newproc1"] {
+        assert_eq!(sparse.probe_point(f).ok(), whole.probe_point(f).ok(), "{name}: {f}");
+    }
+    let rets = |b: &GoBinary| b.call_return_points("runtime.newproc.func1", "runtime.newproc1").ok();
+    assert_eq!(rets(&sparse), rets(&whole), "{name}");
+    assert_eq!(sparse.allgs_location().ok(), whole.allgs_location().ok(), "{name}");
+    assert_eq!(sparse.mheap_location(), whole.mheap_location(), "{name}");
+    assert_eq!(sparse.wait_reason_strings(), whole.wait_reason_strings(), "{name}");
+    assert_eq!(sparse.has_dwarf(), whole.has_dwarf(), "{name}");
+    let layout = |b: &GoBinary| crate::goruntime::RuntimeLayout::of(b).map(|l| format!("{l:?}")).ok();
+    assert_eq!(layout(&sparse), layout(&whole), "{name}");
+}
+
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn sparse_image_answers_as_the_whole_file() {
+    for f in fixtures() {
+        assert_sparse_same_as_whole(&f.path);
+    }
+}
+
+#[test]
+fn sparse_image_of_fuzz_seeds_answers_as_the_whole_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/go_binary");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("SKIPPED (no {})", dir.display());
+        return;
+    };
+    for e in entries.flatten() {
+        assert_sparse_same_as_whole(&e.path());
+    }
 }
 
 /// An ELF view of `data` alone: one segment mapping it at `vaddr`.

@@ -111,8 +111,8 @@ impl GoBinary {
         }
         let Ok(code_bytes) = self.code(f.entry, f.end) else { return itself() };
         let insns = match self.elf.arch {
-            Arch::X86_64 => amd64_insns(code_bytes, f.entry),
-            Arch::Aarch64 => arm64_insns(code_bytes, f.entry),
+            Arch::X86_64 => amd64_insns(&code_bytes, f.entry),
+            Arch::Aarch64 => arm64_insns(&code_bytes, f.entry),
         };
         let entry_line = self.symbolize(f.entry).map(|s| s.line);
         for insn in insns {
