@@ -193,6 +193,15 @@ pub fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench prometheus`: the prometheus row alone.
+pub fn run_prometheus(root: &Path) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("the benchmarks attach uprobes: run `cargo xtask bench prometheus` as root");
+    }
+    let deferscope = build::deferscope(root, true)?;
+    crate::bench_overhead::run_prometheus(root, &deferscope)
+}
+
 /// `totals.events` of the newest snapshot deferscope has printed so far
 /// (drains what is queued).
 fn last_events(tracer: &Proc) -> Result<u64> {

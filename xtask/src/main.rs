@@ -113,6 +113,9 @@ enum BenchKind {
         /// Only the programs whose name contains one of these.
         only: Vec<String>,
     },
+    /// Only deferscope's cost on Debian's stripped prometheus (first
+    /// snapshot, RSS peak): three runs, medians.
+    Prometheus,
 }
 
 fn main() {
@@ -150,6 +153,7 @@ fn run(task: Task) -> Result<i32> {
         Task::Bench { what: Some(BenchKind::Leaks { go, only }) } => {
             bench_leaks::run(&root, &bench_leaks::LeaksArgs { go, only })?;
         }
+        Task::Bench { what: Some(BenchKind::Prometheus) } => bench::run_prometheus(&root)?,
         Task::Fuzz { seconds, refresh_seeds, sanitizer, target } => {
             return fuzz::run(&root, &fuzz::FuzzArgs { seconds, target, refresh_seeds, sanitizer });
         }
