@@ -10,7 +10,8 @@
 //!   PIE load bias); callers add the bias from /proc/PID/maps
 //!   (`process::TracedProcess::load_bias`).
 //!
-//! Layout: `elf` (program/section headers, symtab), `buildinfo` (version),
+//! Layout: `image` (the file's bytes: only the sections used are read),
+//! `elf` (program/section headers, symtab), `buildinfo` (version),
 //! `pclntab` (functions, lines, inline trees), `moduledata` (text base and
 //! gofunc for stripped 1.26+ binaries), `prologue` (stack-check and call
 //! decoding), `allgs` (allgs/allglen from `runtime.allgadd`), `dwarf`
