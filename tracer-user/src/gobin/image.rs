@@ -125,6 +125,7 @@ impl Image {
     }
 
     /// True when only some sections were read (`Image::sparse`).
+    #[cfg(test)]
     pub fn is_sparse(&self) -> bool {
         matches!(self.bytes, Bytes::Sparse(_))
     }
