@@ -156,6 +156,9 @@ fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, Sessi
         moduledata: binary.moduledata_location().map(|a| a.wrapping_add(bias)),
         allp: binary.allp_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
+        // Retaining paths cost a map entry per marked object: only when
+        // they are logged.
+        explain: log::log_enabled!(log::Level::Debug),
     };
     let scanner = GoroutineScanner::new(
         mem,
@@ -779,6 +782,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                     t.leak_scan_in_flight = false;
                     if let Some(e) = &scan.error {
                         log::info!("process {}: leak scan proved nothing: {e}", t.process.pid);
+                    }
+                    for (goid, path) in &scan.retained_by {
+                        log::debug!("process {}: goroutine {goid} reachable through {}", t.process.pid, path.join(" -> "));
                     }
                     t.aggregator.apply_leak_scan(scan);
                 }

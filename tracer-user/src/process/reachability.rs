@@ -34,7 +34,7 @@
 //! consecutive scans with the goroutine unchanged in between.
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::{
     goruntime::{
@@ -87,6 +87,9 @@ pub(crate) struct ReachTarget {
     pub allp: Option<u64>,
     /// Read-rate bound in bytes per second (0: none).
     pub max_bytes_per_s: u64,
+    /// Record, per marked object, the word that first marked it, to report
+    /// one retaining path per reachable goroutine (`LeakScan::retained_by`).
+    pub explain: bool,
 }
 
 /// What must not change between two scans for a goroutine to count as not
@@ -123,6 +126,11 @@ pub(crate) struct LeakScan {
     pub unreachable: Vec<Unreachable>,
     /// Goroutines blocked on a primitive this scan found reachable.
     pub reachable: Vec<u64>,
+    /// With `ReachTarget::explain`: for reachable goroutines, what keeps
+    /// their primitive reachable, root first, then the heap objects through
+    /// which it is reached ("0xc000123000 (96 B)+0x8": the object, its size
+    /// and the offset of the word pointing onwards), the primitive last.
+    pub retained_by: Vec<(u64, Vec<String>)>,
     /// Why the scan proved nothing, if it failed.
     pub error: Option<String>,
 }
@@ -142,6 +150,8 @@ struct G {
     status: GoroutineStatus,
     stack: (u64, u64),
     sched_sp: u64,
+    sched_pc: u64,
+    sched_bp: u64,
     wait: Wait,
 }
 
@@ -176,6 +186,26 @@ struct Heap {
     masked: HashSet<u64>,
     work: Vec<(u32, u64)>,
     objects_marked: u64,
+    /// With `ReachTarget::explain`: per marked object's start, the address
+    /// of the word that first marked it.
+    marked_from: Option<HashMap<u64, u64>>,
+    /// With `ReachTarget::explain`: what each scanned root range is.
+    roots: Vec<Root>,
+}
+
+/// A root range, for retaining paths.
+struct Root {
+    start: u64,
+    end: u64,
+    what: RootKind,
+}
+
+enum RootKind {
+    Global,
+    Special,
+    /// A goroutine's stack: its goid and frames as (frame pointer, pc),
+    /// innermost first.
+    Stack(u64, Vec<(u64, u64)>),
 }
 
 impl Heap {
@@ -193,7 +223,7 @@ impl Heap {
 
     /// Marks the object containing `addr` (if any), queueing it for a scan
     /// unless noscan.
-    fn mark(&mut self, addr: u64) {
+    fn mark(&mut self, addr: u64, from: u64) {
         let Some((i, obj)) = self.find(addr) else { return };
         let s = self.spans[i];
         let bits = &mut self.marks[i];
@@ -207,6 +237,9 @@ impl Heap {
         }
         bits[w] |= 1 << b;
         self.objects_marked += 1;
+        if let Some(marked_from) = &mut self.marked_from {
+            marked_from.insert(s.start + obj * s.elemsize, from);
+        }
         if !s.noscan {
             self.work.push((i as u32, obj));
         }
@@ -222,10 +255,76 @@ impl Heap {
             }
             let location = addr + skip as u64 + 8 * k as u64;
             if !self.masked.contains(&location) {
-                self.mark(value);
+                self.mark(value, location);
             }
         }
     }
+}
+
+impl Heap {
+    fn note_root(&mut self, start: u64, end: u64, what: impl FnOnce() -> RootKind) {
+        if self.marked_from.is_some() {
+            self.roots.push(Root { start, end, what: what() });
+        }
+    }
+
+    /// One chain of words from a root to the marked object holding `addr`
+    /// (`LeakScan::retained_by`).
+    fn retaining_path(&self, addr: u64) -> Vec<String> {
+        let Some(marked_from) = &self.marked_from else { return Vec::new() };
+        let object = |addr: u64| self.find(addr).map(|(i, obj)| (self.spans[i].start + obj * self.spans[i].elemsize, self.spans[i].elemsize));
+        let Some((start, size)) = object(addr) else {
+            return vec![format!("{addr:#x}: not a heap object")];
+        };
+        let mut path = vec![format!("{start:#x} ({size} B)+{:#x}", addr - start)];
+        let mut current = start;
+        let mut seen = HashSet::default();
+        while seen.insert(current) {
+            let Some(&from) = marked_from.get(&current) else {
+                path.push("?".into());
+                break;
+            };
+            if let Some((start, size)) = object(from) {
+                path.push(format!("{start:#x} ({size} B)+{:#x}", from - start));
+                current = start;
+                continue;
+            }
+            path.push(match self.roots.iter().find(|r| (r.start..r.end).contains(&from)) {
+                Some(Root { what: RootKind::Global, .. }) => format!("global {from:#x}"),
+                Some(Root { what: RootKind::Special, start, .. }) => format!("special {start:#x}+{:#x}", from - start),
+                Some(Root { what: RootKind::Stack(goid, frames), end, .. }) => {
+                    // The word belongs to the innermost frame whose record
+                    // lies above it.
+                    match frames.iter().find(|&&(fp, _)| fp >= from) {
+                        Some(&(fp, pc)) => format!("goroutine {goid} stack, frame pc {pc:#x}, fp-{:#x}", fp - from),
+                        None => format!("goroutine {goid} stack, hi-{:#x}", end - from),
+                    }
+                }
+                None => format!("root {from:#x}"),
+            });
+            break;
+        }
+        path.reverse();
+        path
+    }
+}
+
+/// A stopped goroutine's frame records as (frame pointer, pc of the frame's
+/// function), innermost first, for retaining paths.
+fn frame_records<M: ReadMemory>(mem: &M, g: &G) -> Vec<(u64, u64)> {
+    let (lo, hi) = g.stack;
+    let mut frames = Vec::new();
+    let (mut fp, mut pc) = (g.sched_bp, g.sched_pc);
+    while frames.len() < 1024 && fp >= lo && fp.saturating_add(16) <= hi && pc != 0 {
+        frames.push((fp, pc));
+        let Ok(record) = mem.read_vec(fp, 16) else { break };
+        let (next_fp, ret) = (field_u64(&record, 0).unwrap_or(0), field_u64(&record, 8).unwrap_or(0));
+        if next_fp <= fp {
+            break;
+        }
+        (fp, pc) = (next_fp, ret);
+    }
+    frames
 }
 
 /// Reads and bounds the read rate.
@@ -360,17 +459,21 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         masked,
         work: Vec::new(),
         objects_marked: 0,
+        marked_from: target.explain.then(HashMap::default),
+        roots: Vec::new(),
     };
 
     // Roots: globals, specials, stacks of goroutines that may run.
     match precise_globals(reader, reach, target)? {
         Some(ranges) => {
             for (start, end, mask) in ranges {
+                heap.note_root(start, end, || RootKind::Global);
                 reader.scan_masked(&mut heap, start, end, &mask)?;
             }
         }
         None => {
             for &(start, end) in &target.globals {
+                heap.note_root(start, end, || RootKind::Global);
                 reader.scan_range(&mut heap, start, end)?;
             }
         }
@@ -392,7 +495,8 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
                 ])),
                 _ => field_u64(&record, reach.special_offset).unwrap_or(0),
             };
-            heap.mark(span_start.saturating_add(offset));
+            heap.mark(span_start.saturating_add(offset), special);
+            heap.note_root(special, special + SPECIAL_READ as u64, || RootKind::Special);
             heap.mark_words(special, &record);
             special = field_u64(&record, reach.special_next).unwrap_or(0);
         }
@@ -405,11 +509,16 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
     // Fixed point: a blocked goroutine whose primitive is marked (or not a
     // heap object) may be woken, so its stack is a root too.
     let mut reachable = Vec::new();
+    let mut retained_by = Vec::new();
     loop {
         let mut woke = false;
         for g in goroutines.iter_mut() {
             let Wait::On { primitives, .. } = &g.wait else { continue };
             if primitives.iter().any(|&p| heap.is_marked(p) != Some(false)) {
+                if heap.marked_from.is_some() {
+                    let path = primitives.iter().find(|&&p| heap.is_marked(p) != Some(false)).map(|&p| heap.retaining_path(p));
+                    retained_by.push((g.goid, path.unwrap_or_default()));
+                }
                 g.wait = Wait::MayRun;
                 reachable.push(g.goid);
                 scan_stack(reader, &mut heap, g)?;
@@ -437,6 +546,7 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         heap_traced: true,
         unreachable,
         reachable,
+        retained_by,
         ..LeakScan::default()
     })
 }
@@ -520,6 +630,10 @@ fn scan_stack<M: ReadMemory>(reader: &mut Reader<'_, M>, heap: &mut Heap, g: &G)
         return Err(ScanError::Torn(format!("goroutine {}: stack of {} bytes", g.goid, hi - lo)));
     }
     let from = if g.status != GoroutineStatus::Running && (lo..hi).contains(&g.sched_sp) { g.sched_sp } else { lo };
+    if heap.marked_from.is_some() {
+        let frames = frame_records(reader.mem, g);
+        heap.note_root(from, hi, || RootKind::Stack(g.goid, frames));
+    }
     reader.scan_range(heap, from, hi)
 }
 
@@ -549,6 +663,11 @@ fn read_goroutines<M: ReadMemory>(
         let g = reader.read(g_addr, l.g_size)?;
         let raw_status = field_u32(&g, l.g_atomicstatus).unwrap_or(u32::MAX);
         let status = l.g_statuses.decode(raw_status);
+        // `g.stack` holds uintptrs Go's GC never traces, and `stack.hi` is
+        // one past the stack's end: often the first object of the next span,
+        // which a conservative read would keep alive (a primitive there
+        // looked reachable from every g in `allgs`).
+        masked.extend([g_addr + l.g_stack_lo, g_addr + l.g_stack_hi]);
         if !status.is_live() {
             continue;
         }
@@ -556,6 +675,7 @@ fn read_goroutines<M: ReadMemory>(
         let wait_reason = field_u8(&g, l.g_waitreason).unwrap_or(0);
         let sched_sp = field_u64(&g, l.g_sched + l.gobuf_sp).unwrap_or(0);
         let sched_pc = field_u64(&g, l.g_sched + l.gobuf_pc).unwrap_or(0);
+        let sched_bp = field_u64(&g, l.g_sched + l.gobuf_bp).unwrap_or(0);
         let signature = l.g_tracking_seq.and_then(|off| field_u8(&g, off)).map(|tracking_seq| ParkSignature {
             raw_status,
             wait_reason,
@@ -577,7 +697,7 @@ fn read_goroutines<M: ReadMemory>(
             (true, _) if is_runtime_idle(reason) => Wait::RuntimeIdle,
             _ => Wait::MayRun,
         };
-        goroutines.push(G { goid, signature, status, stack, sched_sp, wait });
+        goroutines.push(G { goid, signature, status, stack, sched_sp, sched_pc, sched_bp, wait });
     }
     Ok((goroutines, masked))
 }

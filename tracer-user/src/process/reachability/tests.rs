@@ -135,6 +135,7 @@ impl Fake {
             moduledata: None,
             allp: None,
             max_bytes_per_s: 0,
+            explain: true,
         };
         Fake { mem, target, gs: Vec::new(), sudogs: SUDOGS }
     }
