@@ -155,6 +155,7 @@ fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, Sessi
             .collect(),
         moduledata: binary.moduledata_location().map(|a| a.wrapping_add(bias)),
         allp: binary.allp_location().map(|a| a.wrapping_add(bias)),
+        allm: binary.allm_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
         // Retaining paths cost a map entry per marked object: only when
         // they are logged.

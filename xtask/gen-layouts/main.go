@@ -106,6 +106,11 @@ type reach struct {
 	WbbufSize  uint64 `json:"wbbuf_size"`
 	PGcw       uint64 `json:"p_gcw"`
 	GcworkSize uint64 `json:"gcwork_size"`
+	// m.g0, m.gsignal and m.alllink: the Ms' own goroutines, not in allgs,
+	// whose g.stack words are never traced either.
+	MG0      uint64 `json:"m_g0"`
+	MGsignal uint64 `json:"m_gsignal"`
+	MAlllink uint64 `json:"m_alllink"`
 }
 
 type structInfo struct {
@@ -325,6 +330,10 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		WbbufSize:  uint64(structs["runtime.wbBuf"].size),
 		PGcw:       req("runtime.p", "gcw"),
 		GcworkSize: uint64(structs["runtime.gcWork"].size),
+
+		MG0:      req("runtime.m", "g0"),
+		MGsignal: req("runtime.m", "gsignal"),
+		MAlllink: req("runtime.m", "alllink"),
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

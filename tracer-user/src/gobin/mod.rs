@@ -530,6 +530,12 @@ impl GoBinary {
         self.elf.symbol("runtime.allp").map(|sym| sym.addr)
     }
 
+    /// `runtime.allm` (the list of every M), from the symbol table: None
+    /// when stripped.
+    pub fn allm_location(&self) -> Option<u64> {
+        self.elf.symbol("runtime.allm").map(|sym| sym.addr)
+    }
+
     pub fn moduledata_location(&self) -> Option<u64> {
         self.moduledata.map(|m| m.vaddr)
     }

@@ -130,6 +130,12 @@ pub(crate) struct ReachLayout {
     pub wbbuf_size: u64,
     pub p_gcw: u64,
     pub gcwork_size: u64,
+    /// `m.g0`, `m.gsignal` and `m.alllink`: the goroutines of each M (from
+    /// `runtime.allm`), not in `allgs`, whose `g.stack` words are no
+    /// pointers either.
+    pub m_g0: u64,
+    pub m_gsignal: u64,
+    pub m_alllink: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -407,6 +413,9 @@ fn reach_from_dwarf(
         wbbuf_size: size("runtime.wbBuf")?,
         p_gcw: member("runtime.p", "gcw")?,
         gcwork_size: size("runtime.gcWork")?,
+        m_g0: member("runtime.m", "g0")?,
+        m_gsignal: member("runtime.m", "gsignal")?,
+        m_alllink: member("runtime.m", "alllink")?,
     })
 }
 

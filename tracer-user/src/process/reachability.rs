@@ -85,6 +85,9 @@ pub(crate) struct ReachTarget {
     /// `runtime.allp`, whose Ps' GC buffers (`wbBuf`, `gcw`) are not
     /// traced (None: every word of a P counts, conservatively).
     pub allp: Option<u64>,
+    /// `runtime.allm`, whose Ms' own goroutines (`g0`, `gsignal`) are not in
+    /// `allgs` (None: their `g.stack` words count, conservatively).
+    pub allm: Option<u64>,
     /// Read-rate bound in bytes per second (0: none).
     pub max_bytes_per_s: u64,
     /// Record, per marked object, the word that first marked it, to report
@@ -435,7 +438,7 @@ pub(crate) fn scan<M: ReadMemory>(mem: &M, target: &ReachTarget) -> LeakScan {
 fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Result<LeakScan, ScanError> {
     let l = &target.layout;
     let reach = l.reach.as_ref();
-    let (mut goroutines, mut masked) = read_goroutines(reader, target, reach)?;
+    let (mut goroutines, mut masked, mut g_structs) = read_goroutines(reader, target, reach)?;
     let (Some(reach), Some(mheap)) = (reach, target.mheap) else {
         // No heap: only goroutines that nothing can ever wake.
         let unreachable = goroutines
@@ -450,6 +453,9 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
     if let Some(allp) = target.allp {
         mask_gc_buffers(reader, reach, allp, &mut masked)?;
     }
+    if let Some(allm) = target.allm {
+        mask_m_goroutines(reader, l, reach, allm, &mut masked, &mut g_structs)?;
+    }
     let spans = read_spans(reader, reach, mheap)?;
     let n_spans = spans.len() as u64;
     let specials = spans.iter().filter(|(_, sp)| *sp != 0).map(|(s, sp)| (s.start, *sp)).collect::<Vec<_>>();
@@ -462,6 +468,17 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         marked_from: target.explain.then(HashMap::default),
         roots: Vec::new(),
     };
+    // A g's heap object is larger than the g when its size class is: the
+    // slack past `g_size` may hold stale words Go's GC never reads (a
+    // 456-byte g of Go 1.27 in a 480-byte object kept other goroutines'
+    // primitives alive).
+    for g in g_structs {
+        if let Some((i, obj)) = heap.find(g) {
+            let end = heap.spans[i].start + (obj + 1) * heap.spans[i].elemsize;
+            let tail = (g + l.g_size).next_multiple_of(8);
+            heap.masked.extend((tail..end).step_by(8));
+        }
+    }
 
     // Roots: globals, specials, stacks of goroutines that may run.
     match precise_globals(reader, reach, target)? {
@@ -580,6 +597,38 @@ fn mask_gc_buffers<M: ReadMemory>(
     Ok(())
 }
 
+/// Masks the `g.stack` words of every M's `g0` and `gsignal`, as
+/// `read_goroutines` does for the goroutines of `allgs`: uintptrs to Go's GC,
+/// and `stack.hi` is one past the stack, often the next span's first object.
+/// Their addresses go to `g_structs`.
+fn mask_m_goroutines<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    l: &RuntimeLayout,
+    reach: &ReachLayout,
+    allm: u64,
+    masked: &mut HashSet<u64>,
+    g_structs: &mut Vec<u64>,
+) -> Result<(), ScanError> {
+    let mut m = reader.read(allm, 8).map(|b| field_u64(&b, 0).unwrap_or(0))?;
+    let len = [reach.m_g0, reach.m_gsignal, reach.m_alllink].into_iter().max().unwrap_or(0) + 8;
+    let mut n = 0;
+    while m != 0 {
+        n += 1;
+        if n > MAX_PROCS {
+            return Err(ScanError::Torn("allm list too long".into()));
+        }
+        let record = reader.read(m, len)?;
+        for g in [reach.m_g0, reach.m_gsignal].into_iter().filter_map(|off| field_u64(&record, off)) {
+            if g != 0 {
+                masked.extend([g + l.g_stack_lo, g + l.g_stack_hi]);
+                g_structs.push(g);
+            }
+        }
+        m = field_u64(&record, reach.m_alllink).unwrap_or(0);
+    }
+    Ok(())
+}
+
 /// The data and bss of the binary with their pointer masks, from
 /// `runtime.firstmoduledata` (`gcdatamask`, `gcbssmask`: built by the
 /// runtime at start-up, one bit per word). None when they cannot be read or
@@ -637,12 +686,13 @@ fn scan_stack<M: ReadMemory>(reader: &mut Reader<'_, M>, heap: &mut Heap, g: &G)
     reader.scan_range(heap, from, hi)
 }
 
-/// Every live goroutine, classified, and the sudog fields never to trace.
+/// Every live goroutine, classified, the sudog and `g.stack` fields never to
+/// trace, and the address of every g in `allgs` (dead ones too).
 fn read_goroutines<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     target: &ReachTarget,
     reach: Option<&ReachLayout>,
-) -> Result<(Vec<G>, HashSet<u64>), ScanError> {
+) -> Result<(Vec<G>, HashSet<u64>, Vec<u64>), ScanError> {
     let l = &target.layout;
     let header = reader.read(target.allgs, 16)?;
     let ptr = field_u64(&header, 0).unwrap_or(0);
@@ -654,11 +704,12 @@ fn read_goroutines<M: ReadMemory>(
         return Err(ScanError::Torn(format!("allglen {len}")));
     }
     if ptr == 0 || len == 0 {
-        return Ok((Vec::new(), HashSet::default()));
+        return Ok((Vec::new(), HashSet::default(), Vec::new()));
     }
     let addrs = reader.read(ptr, len * 8)?;
     let mut goroutines = Vec::new();
     let mut masked = HashSet::default();
+    let mut g_structs = Vec::new();
     for g_addr in addrs.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&a| a != 0) {
         let g = reader.read(g_addr, l.g_size)?;
         let raw_status = field_u32(&g, l.g_atomicstatus).unwrap_or(u32::MAX);
@@ -668,6 +719,7 @@ fn read_goroutines<M: ReadMemory>(
         // which a conservative read would keep alive (a primitive there
         // looked reachable from every g in `allgs`).
         masked.extend([g_addr + l.g_stack_lo, g_addr + l.g_stack_hi]);
+        g_structs.push(g_addr);
         if !status.is_live() {
             continue;
         }
@@ -699,7 +751,7 @@ fn read_goroutines<M: ReadMemory>(
         };
         goroutines.push(G { goid, signature, status, stack, sched_sp, sched_pc, sched_bp, wait });
     }
-    Ok((goroutines, masked))
+    Ok((goroutines, masked, g_structs))
 }
 
 /// The primitives a goroutine waits on, from its sudogs; their `c` and

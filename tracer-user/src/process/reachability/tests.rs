@@ -97,6 +97,9 @@ impl Fake {
             wbbuf_size: 0x20,
             p_gcw: 0x200,
             gcwork_size: 0x10,
+            m_g0: 0,
+            m_gsignal: 0x50,
+            m_alllink: 0x150,
         });
         let mut mem = FakeMem::default();
         for (addr, len) in [
@@ -134,6 +137,7 @@ impl Fake {
             globals: vec![(GLOBALS, GLOBALS + 0x100)],
             moduledata: None,
             allp: None,
+            allm: None,
             max_bytes_per_s: 0,
             explain: true,
         };
