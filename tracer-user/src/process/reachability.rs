@@ -438,7 +438,7 @@ pub(crate) fn scan<M: ReadMemory>(mem: &M, target: &ReachTarget) -> LeakScan {
 fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Result<LeakScan, ScanError> {
     let l = &target.layout;
     let reach = l.reach.as_ref();
-    let (mut goroutines, mut masked, mut g_structs) = read_goroutines(reader, target, reach)?;
+    let (mut goroutines, mut masked, mut runtime_structs) = read_goroutines(reader, target, reach)?;
     let (Some(reach), Some(mheap)) = (reach, target.mheap) else {
         // No heap: only goroutines that nothing can ever wake.
         let unreachable = goroutines
@@ -454,7 +454,7 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         mask_gc_buffers(reader, reach, allp, &mut masked)?;
     }
     if let Some(allm) = target.allm {
-        mask_m_goroutines(reader, l, reach, allm, &mut masked, &mut g_structs)?;
+        mask_m_goroutines(reader, l, reach, allm, &mut masked, &mut runtime_structs)?;
     }
     let spans = read_spans(reader, reach, mheap)?;
     let n_spans = spans.len() as u64;
@@ -468,14 +468,14 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         marked_from: target.explain.then(HashMap::default),
         roots: Vec::new(),
     };
-    // A g's heap object is larger than the g when its size class is: the
-    // slack past `g_size` may hold stale words Go's GC never reads (a
-    // 456-byte g of Go 1.27 in a 480-byte object kept other goroutines'
-    // primitives alive).
-    for g in g_structs {
-        if let Some((i, obj)) = heap.find(g) {
+    // A g's or sudog's heap object is larger than the struct when its size
+    // class is: the slack past the struct may hold stale words Go's GC never
+    // reads (a 456-byte g of Go 1.27 in a 480-byte object, a 104-byte sudog
+    // in a 112-byte one, kept other goroutines' primitives alive).
+    for (addr, size) in runtime_structs {
+        if let Some((i, obj)) = heap.find(addr) {
             let end = heap.spans[i].start + (obj + 1) * heap.spans[i].elemsize;
-            let tail = (g + l.g_size).next_multiple_of(8);
+            let tail = (addr + size).next_multiple_of(8);
             heap.masked.extend((tail..end).step_by(8));
         }
     }
@@ -600,14 +600,14 @@ fn mask_gc_buffers<M: ReadMemory>(
 /// Masks the `g.stack` words of every M's `g0` and `gsignal`, as
 /// `read_goroutines` does for the goroutines of `allgs`: uintptrs to Go's GC,
 /// and `stack.hi` is one past the stack, often the next span's first object.
-/// Their addresses go to `g_structs`.
+/// Their addresses and sizes go to `runtime_structs`.
 fn mask_m_goroutines<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     l: &RuntimeLayout,
     reach: &ReachLayout,
     allm: u64,
     masked: &mut HashSet<u64>,
-    g_structs: &mut Vec<u64>,
+    runtime_structs: &mut Vec<(u64, u64)>,
 ) -> Result<(), ScanError> {
     let mut m = reader.read(allm, 8).map(|b| field_u64(&b, 0).unwrap_or(0))?;
     let len = [reach.m_g0, reach.m_gsignal, reach.m_alllink].into_iter().max().unwrap_or(0) + 8;
@@ -621,7 +621,7 @@ fn mask_m_goroutines<M: ReadMemory>(
         for g in [reach.m_g0, reach.m_gsignal].into_iter().filter_map(|off| field_u64(&record, off)) {
             if g != 0 {
                 masked.extend([g + l.g_stack_lo, g + l.g_stack_hi]);
-                g_structs.push(g);
+                runtime_structs.push((g, l.g_size));
             }
         }
         m = field_u64(&record, reach.m_alllink).unwrap_or(0);
@@ -687,12 +687,13 @@ fn scan_stack<M: ReadMemory>(reader: &mut Reader<'_, M>, heap: &mut Heap, g: &G)
 }
 
 /// Every live goroutine, classified, the sudog and `g.stack` fields never to
-/// trace, and the address of every g in `allgs` (dead ones too).
+/// trace, and the address and size of every g in `allgs` (dead ones too)
+/// and of the sudogs read.
 fn read_goroutines<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     target: &ReachTarget,
     reach: Option<&ReachLayout>,
-) -> Result<(Vec<G>, HashSet<u64>, Vec<u64>), ScanError> {
+) -> Result<(Vec<G>, HashSet<u64>, Vec<(u64, u64)>), ScanError> {
     let l = &target.layout;
     let header = reader.read(target.allgs, 16)?;
     let ptr = field_u64(&header, 0).unwrap_or(0);
@@ -709,7 +710,7 @@ fn read_goroutines<M: ReadMemory>(
     let addrs = reader.read(ptr, len * 8)?;
     let mut goroutines = Vec::new();
     let mut masked = HashSet::default();
-    let mut g_structs = Vec::new();
+    let mut runtime_structs = Vec::new();
     for g_addr in addrs.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&a| a != 0) {
         let g = reader.read(g_addr, l.g_size)?;
         let raw_status = field_u32(&g, l.g_atomicstatus).unwrap_or(u32::MAX);
@@ -719,7 +720,7 @@ fn read_goroutines<M: ReadMemory>(
         // which a conservative read would keep alive (a primitive there
         // looked reachable from every g in `allgs`).
         masked.extend([g_addr + l.g_stack_lo, g_addr + l.g_stack_hi]);
-        g_structs.push(g_addr);
+        runtime_structs.push((g_addr, l.g_size));
         if !status.is_live() {
             continue;
         }
@@ -742,7 +743,7 @@ fn read_goroutines<M: ReadMemory>(
             (true, kind @ (PrimitiveWait::Channel | PrimitiveWait::Sync)) => match reach {
                 Some(reach) => {
                     let head = field_u64(&g, reach.g_waiting).unwrap_or(0);
-                    sudog_wait(reader, reach, head, kind, reason, &mut masked)?
+                    sudog_wait(reader, reach, head, kind, reason, &mut masked, &mut runtime_structs)?
                 }
                 None => Wait::MayRun,
             },
@@ -751,11 +752,12 @@ fn read_goroutines<M: ReadMemory>(
         };
         goroutines.push(G { goid, signature, status, stack, sched_sp, sched_pc, sched_bp, wait });
     }
-    Ok((goroutines, masked, g_structs))
+    Ok((goroutines, masked, runtime_structs))
 }
 
 /// The primitives a goroutine waits on, from its sudogs; their `c` and
-/// `elem` words go into `masked`.
+/// `elem` words go into `masked`, their addresses and size into
+/// `runtime_structs`.
 fn sudog_wait<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     reach: &ReachLayout,
@@ -763,6 +765,7 @@ fn sudog_wait<M: ReadMemory>(
     kind: PrimitiveWait,
     reason: &str,
     masked: &mut HashSet<u64>,
+    runtime_structs: &mut Vec<(u64, u64)>,
 ) -> Result<Wait, ScanError> {
     let mut primitives = Vec::new();
     let mut sg = head;
@@ -772,6 +775,7 @@ fn sudog_wait<M: ReadMemory>(
         }
         // A sudog released while we read (the goroutine woke): may run.
         let Ok(record) = reader.read(sg, reach.sudog_size) else { return Ok(Wait::MayRun) };
+        runtime_structs.push((sg, reach.sudog_size));
         // Since Go 1.26 `c` and `elem` are `maybeTraceablePtr`s: the pointer
         // (`vp`, hidden from the GC during its leak check) then the same
         // address as a uintptr (`vu`). Both words are masked; before 1.26

@@ -397,3 +397,68 @@ fn gc_buffers_of_each_p_are_no_pointers() {
     f.mem.put(P + r.p_gcw + r.gcwork_size, obj(2));
     assert_eq!(f.unreachable(), vec![]);
 }
+
+#[test]
+fn retaining_paths_name_the_root_and_each_object() {
+    let mut f = Fake::new();
+    f.mem.put(GLOBALS + 8, obj(0));
+    f.mem.put(obj(0) + 16, obj(1));
+    let g10 = f.goroutine(10, "_Gwaiting", "chan receive", &[obj(6)]);
+    f.wait_on(g10, &[obj(1) + 8], false);
+    let g11 = f.goroutine(11, "_Gwaiting", "chan send", &[]);
+    f.wait_on(g11, &[obj(6)], false); // only on g10's stack
+    let scan = scan(&f.mem, &f.target);
+    assert_eq!(scan.error, None);
+    let path = |goid| scan.retained_by.iter().find(|(g, _)| *g == goid).map(|(_, p)| p.clone());
+    assert_eq!(
+        path(10),
+        Some(vec![
+            format!("global {:#x}", GLOBALS + 8),
+            format!("{:#x} (64 B)+0x10", obj(0)),
+            format!("{:#x} (64 B)+0x8", obj(1)),
+        ])
+    );
+    // g10's stack: its one word sits 16 bytes below the top (no frame
+    // records in this fake stack).
+    assert_eq!(path(11), Some(vec!["goroutine 10 stack, hi-0x10".to_owned(), format!("{:#x} (64 B)+0x0", obj(6))]));
+    // Off by default: nothing recorded.
+    f.target.explain = false;
+    let quiet = super::scan(&f.mem, &f.target);
+    assert!(quiet.retained_by.is_empty());
+    assert_eq!(quiet.reachable, scan.reachable);
+}
+
+#[test]
+fn g_stack_bounds_and_sudog_slack_are_no_pointers() {
+    const ALLM: u64 = 0x90_0000;
+    const M: u64 = ALLM + 0x100;
+    const G0: u64 = ALLM + 0x400;
+    let mut f = Fake::new();
+    f.mem.map(ALLM, 0x1000);
+    let l = f.target.layout.clone();
+    let r = l.reach.clone().expect("reach");
+    let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g, &[obj(2)], false);
+    // Every g is read (through allgs) as global memory here, and a dead
+    // one's stack.hi is one past its stack: the first object of a span.
+    f.target.globals.push((GS, GS + 0x10_0000));
+    let dead = f.goroutine(11, "_Gdead", "", &[]);
+    f.mem.put(dead + l.g_stack_hi, obj(2));
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // So is an M's g0's, found through allm.
+    f.target.globals.push((G0, G0 + l.g_size));
+    f.mem.put(G0 + l.g_stack_hi, obj(2));
+    assert_eq!(f.unreachable(), vec![], "without allm every word of a g0 counts");
+    f.mem.put(ALLM, M);
+    f.mem.put(M + r.m_g0, G0);
+    f.target.allm = Some(ALLM);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A sudog's heap object is larger than the sudog: its slack is stale.
+    let sudog = field_u64(&f.mem.read_vec(g + r.g_waiting, 8).expect("g.waiting"), 0).expect("sudog");
+    f.mem.put(GLOBALS, sudog);
+    f.mem.put(sudog + r.sudog_size, obj(2));
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // Any other word of the g0 still counts.
+    f.mem.put(G0 + l.g_stack_hi + 8, obj(2));
+    assert_eq!(f.unreachable(), vec![]);
+}
