@@ -196,6 +196,10 @@ struct Heap {
     roots: Vec<Root>,
 }
 
+/// Runtime structs read from heap objects, as (address, size of the
+/// struct): the slack of their objects past the struct is never traced.
+type RuntimeStructs = Vec<(u64, u64)>;
+
 /// A root range, for retaining paths.
 struct Root {
     start: u64,
@@ -275,7 +279,9 @@ impl Heap {
     /// (`LeakScan::retained_by`).
     fn retaining_path(&self, addr: u64) -> Vec<String> {
         let Some(marked_from) = &self.marked_from else { return Vec::new() };
-        let object = |addr: u64| self.find(addr).map(|(i, obj)| (self.spans[i].start + obj * self.spans[i].elemsize, self.spans[i].elemsize));
+        let object = |addr: u64| {
+            self.find(addr).map(|(i, obj)| (self.spans[i].start + obj * self.spans[i].elemsize, self.spans[i].elemsize))
+        };
         let Some((start, size)) = object(addr) else {
             return vec![format!("{addr:#x}: not a heap object")];
         };
@@ -533,7 +539,8 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
             let Wait::On { primitives, .. } = &g.wait else { continue };
             if primitives.iter().any(|&p| heap.is_marked(p) != Some(false)) {
                 if heap.marked_from.is_some() {
-                    let path = primitives.iter().find(|&&p| heap.is_marked(p) != Some(false)).map(|&p| heap.retaining_path(p));
+                    let path =
+                        primitives.iter().find(|&&p| heap.is_marked(p) != Some(false)).map(|&p| heap.retaining_path(p));
                     retained_by.push((g.goid, path.unwrap_or_default()));
                 }
                 g.wait = Wait::MayRun;
@@ -607,7 +614,7 @@ fn mask_m_goroutines<M: ReadMemory>(
     reach: &ReachLayout,
     allm: u64,
     masked: &mut HashSet<u64>,
-    runtime_structs: &mut Vec<(u64, u64)>,
+    runtime_structs: &mut RuntimeStructs,
 ) -> Result<(), ScanError> {
     let mut m = reader.read(allm, 8).map(|b| field_u64(&b, 0).unwrap_or(0))?;
     let len = [reach.m_g0, reach.m_gsignal, reach.m_alllink].into_iter().max().unwrap_or(0) + 8;
@@ -693,7 +700,7 @@ fn read_goroutines<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     target: &ReachTarget,
     reach: Option<&ReachLayout>,
-) -> Result<(Vec<G>, HashSet<u64>, Vec<(u64, u64)>), ScanError> {
+) -> Result<(Vec<G>, HashSet<u64>, RuntimeStructs), ScanError> {
     let l = &target.layout;
     let header = reader.read(target.allgs, 16)?;
     let ptr = field_u64(&header, 0).unwrap_or(0);
@@ -765,7 +772,7 @@ fn sudog_wait<M: ReadMemory>(
     kind: PrimitiveWait,
     reason: &str,
     masked: &mut HashSet<u64>,
-    runtime_structs: &mut Vec<(u64, u64)>,
+    runtime_structs: &mut RuntimeStructs,
 ) -> Result<Wait, ScanError> {
     let mut primitives = Vec::new();
     let mut sg = head;
