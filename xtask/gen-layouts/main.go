@@ -111,6 +111,10 @@ type reach struct {
 	MG0      uint64 `json:"m_g0"`
 	MGsignal uint64 `json:"m_gsignal"`
 	MAlllink uint64 `json:"m_alllink"`
+	// p.pcache (a pageCache: its base is a uintptr to a heap chunk, often
+	// the address of the chunk's first object), never traced either.
+	PPcache       uint64 `json:"p_pcache"`
+	PagecacheSize uint64 `json:"pagecache_size"`
 }
 
 type structInfo struct {
@@ -190,7 +194,7 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	}
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
 		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true,
-		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true}
+		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true, "runtime.pageCache": true}
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
@@ -334,6 +338,9 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		MG0:      req("runtime.m", "g0"),
 		MGsignal: req("runtime.m", "gsignal"),
 		MAlllink: req("runtime.m", "alllink"),
+
+		PPcache:       req("runtime.p", "pcache"),
+		PagecacheSize: uint64(structs["runtime.pageCache"].size),
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

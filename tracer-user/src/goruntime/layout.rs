@@ -136,6 +136,10 @@ pub(crate) struct ReachLayout {
     pub m_g0: u64,
     pub m_gsignal: u64,
     pub m_alllink: u64,
+    /// `p.pcache` and the size of `runtime.pageCache`: its `base` is a
+    /// uintptr to a heap chunk (often equal to the chunk's first object).
+    pub p_pcache: u64,
+    pub pagecache_size: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -416,6 +420,8 @@ fn reach_from_dwarf(
         m_g0: member("runtime.m", "g0")?,
         m_gsignal: member("runtime.m", "gsignal")?,
         m_alllink: member("runtime.m", "alllink")?,
+        p_pcache: member("runtime.p", "pcache")?,
+        pagecache_size: size("runtime.pageCache")?,
     })
 }
 

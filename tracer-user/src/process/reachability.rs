@@ -579,7 +579,8 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
 /// pointers as integers, stale ones among them (a `wbBuf` holds the last
 /// pointers stored anywhere, say a channel's address long after the only
 /// goroutine that knew it exited); Go's GC never traces them, so neither
-/// does the proof.
+/// does the proof. Nor the page cache (`p.pcache`), whose `base` is a
+/// uintptr to a heap chunk: the address of the chunk's first object.
 fn mask_gc_buffers<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     reach: &ReachLayout,
@@ -596,7 +597,9 @@ fn mask_gc_buffers<M: ReadMemory>(
     }
     let ps = reader.read(ptr, len * 8)?;
     for p in ps.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&p| p != 0) {
-        for (offset, size) in [(reach.p_wbbuf, reach.wbbuf_size), (reach.p_gcw, reach.gcwork_size)] {
+        let buffers =
+            [(reach.p_wbbuf, reach.wbbuf_size), (reach.p_gcw, reach.gcwork_size), (reach.p_pcache, reach.pagecache_size)];
+        for (offset, size) in buffers {
             let start = p.wrapping_add(offset).next_multiple_of(8);
             masked.extend((start..p.wrapping_add(offset + size)).step_by(8));
         }

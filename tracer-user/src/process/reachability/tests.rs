@@ -100,6 +100,8 @@ impl Fake {
             m_g0: 0,
             m_gsignal: 0x50,
             m_alllink: 0x150,
+            p_pcache: 0x280,
+            pagecache_size: 0x18,
         });
         let mut mem = FakeMem::default();
         for (addr, len) in [
@@ -392,6 +394,10 @@ fn gc_buffers_of_each_p_are_no_pointers() {
     assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
     // And in the GC work buffer.
     f.mem.put(P + r.p_gcw + 8, obj(2));
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // And the page cache's base: a heap chunk's address, equal to the
+    // chunk's first object.
+    f.mem.put(P + r.p_pcache, obj(2));
     assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
     // Any other word of the P is a pointer.
     f.mem.put(P + r.p_gcw + r.gcwork_size, obj(2));
