@@ -28,6 +28,7 @@ pub(crate) const STRUCTS: &[&str] = &[
     "runtime.p",
     "runtime.wbBuf",
     "runtime.gcWork",
+    "runtime.pageCache",
 ];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
