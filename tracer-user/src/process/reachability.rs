@@ -597,8 +597,11 @@ fn mask_gc_buffers<M: ReadMemory>(
     }
     let ps = reader.read(ptr, len * 8)?;
     for p in ps.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&p| p != 0) {
-        let buffers =
-            [(reach.p_wbbuf, reach.wbbuf_size), (reach.p_gcw, reach.gcwork_size), (reach.p_pcache, reach.pagecache_size)];
+        let buffers = [
+            (reach.p_wbbuf, reach.wbbuf_size),
+            (reach.p_gcw, reach.gcwork_size),
+            (reach.p_pcache, reach.pagecache_size),
+        ];
         for (offset, size) in buffers {
             let start = p.wrapping_add(offset).next_multiple_of(8);
             masked.extend((start..p.wrapping_add(offset + size)).step_by(8));
