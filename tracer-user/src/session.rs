@@ -160,6 +160,7 @@ fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, Sessi
         // Retaining paths cost a map entry per marked object: only when
         // they are logged.
         explain: log::log_enabled!(log::Level::Debug),
+        semtable: binary.semtable_location().map(|a| a.wrapping_add(bias)),
     };
     let scanner = GoroutineScanner::new(
         mem,

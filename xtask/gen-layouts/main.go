@@ -92,6 +92,14 @@ type reach struct {
 	SudogC         uint64 `json:"sudog_c"`
 	SudogElem      uint64 `json:"sudog_elem"`
 	SudogWaitlink  uint64 `json:"sudog_waitlink"`
+	// The semaphore table (sema.go): semTabSize padded semaRoots, each a
+	// treap of sudogs (prev/next/parent) keyed by elem, same-elem waiters
+	// on waitlink. SemtableSize is the byte size of runtime.semTable.
+	SudogG         uint64 `json:"sudog_g"`
+	SudogPrev      uint64 `json:"sudog_prev"`
+	SudogNext      uint64 `json:"sudog_next"`
+	SemarootTreap  uint64 `json:"semaroot_treap"`
+	SemtableSize   uint64 `json:"semtable_size"`
 	// moduledata: the data and bss ranges and their pointer masks (bitvector:
 	// n int32, bytedata *uint8), the precise global roots.
 	ModuledataData       uint64 `json:"moduledata_data"`
@@ -194,7 +202,9 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	}
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
 		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true,
-		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true, "runtime.pageCache": true}
+		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true, "runtime.pageCache": true,
+		"runtime.semaRoot": true}
+	var semtableSize int64
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
@@ -219,6 +229,13 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 				consts[short] = v
 			} else if isStatusConst(short) {
 				statuses[short] = v
+			}
+		case dwarf.TagArrayType:
+			if name == "runtime.semTable" {
+				semtableSize, _ = e.Val(dwarf.AttrByteSize).(int64)
+			}
+			if e.Children {
+				r.SkipChildren()
 			}
 		case dwarf.TagStructType:
 			if !want[name] || structs[name].members != nil {
@@ -322,6 +339,11 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		SudogC:         req(sg, "c"),
 		SudogElem:      req(sg, "elem"),
 		SudogWaitlink:  req(sg, "waitlink"),
+		SudogG:         req(sg, "g"),
+		SudogPrev:      req(sg, "prev"),
+		SudogNext:      req(sg, "next"),
+		SemarootTreap:  req("runtime.semaRoot", "treap"),
+		SemtableSize:   uint64(semtableSize),
 
 		ModuledataData:       req(md, "data"),
 		ModuledataEdata:      req(md, "edata"),
@@ -341,6 +363,9 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 
 		PPcache:       req("runtime.p", "pcache"),
 		PagecacheSize: uint64(structs["runtime.pageCache"].size),
+	}
+	if semtableSize <= 0 {
+		missing = append(missing, "runtime.semTable")
 	}
 	if len(missing) > 0 {
 		return layout{}, fmt.Errorf("DWARF lacks %v", missing)

@@ -262,6 +262,47 @@ fn arm64_receivers(code: &[u8], entry: u64, callee: u64) -> Vec<u64> {
     out
 }
 
+/// Every static address `code` takes (amd64 `LEAQ sym(SB)`, arm64
+/// `ADRP; ADD`): how `runtime.semtable` is found in stripped binaries, as
+/// the one writable address both `semacquire1` and `semrelease1` take
+/// (`semtable.rootFor(addr)` is inlined into both).
+pub(crate) fn data_addresses(code: &[u8], entry: u64, arm64: bool) -> Vec<u64> {
+    let mut out = Vec::new();
+    if arm64 {
+        let mut adrp: [Option<(u64, usize)>; 32] = [None; 32];
+        for (i, w) in a64_words(code).enumerate() {
+            let pc = entry + 4 * i as u64;
+            let (rd, rn) = ((w & 0x1f) as usize, ((w >> 5) & 0x1f) as usize);
+            if w & 0x9f00_0000 == 0x9000_0000 {
+                let immlo = u64::from((w >> 29) & 0x3);
+                let immhi = u64::from((w >> 5) & 0x7_ffff);
+                let imm = (((immhi << 2) | immlo) as i64) << 43 >> 43;
+                adrp[rd] = Some(((pc & !0xfff).wrapping_add((imm << 12) as u64), i));
+                continue;
+            }
+            if w & 0xff80_0000 == 0x9100_0000 {
+                let imm = u64::from((w >> 10) & 0xfff) << (12 * ((w >> 22) & 1));
+                if let Some((base, at)) = adrp[rn]
+                    && i - at <= 2
+                {
+                    out.push(base.wrapping_add(imm));
+                }
+            }
+            adrp[rd] = None;
+        }
+        return out;
+    }
+    let mut dec = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut ins = Instruction::default();
+    while dec.can_decode() {
+        dec.decode_out(&mut ins);
+        if !ins.is_invalid() && ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand() {
+            out.push(ins.ip_rel_memory_address());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

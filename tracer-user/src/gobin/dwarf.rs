@@ -79,7 +79,8 @@ pub(crate) fn facts_from_sections<T: AsRef<[u8]>>(
         let mut entries = unit.entries();
         while let Some((_, entry)) = entries.next_dfs().map_err(dwarf_err)? {
             let tag = entry.tag();
-            if tag != gimli::DW_TAG_structure_type && tag != gimli::DW_TAG_constant {
+            // Array types (`runtime.semTable`) are wanted for their size only.
+            if tag != gimli::DW_TAG_structure_type && tag != gimli::DW_TAG_constant && tag != gimli::DW_TAG_array_type {
                 continue;
             }
             let Some(name_attr) = entry.attr_value(gimli::DW_AT_name).ok().flatten() else { continue };

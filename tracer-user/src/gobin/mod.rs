@@ -510,6 +510,45 @@ impl GoBinary {
         (is_data && found.iter().all(|&a| a == first)).then_some(first)
     }
 
+    /// Static address of `runtime.semtable`, from `.symtab` or, stripped,
+    /// from the code of `runtime.semacquire1` and `runtime.semrelease1`
+    /// (`allgs::data_addresses`): the one address in .data or .bss both
+    /// take.
+    pub fn semtable_location(&self) -> Option<u64> {
+        match self.elf.symbol("runtime.semtable") {
+            Some(sym) => Some(sym.addr),
+            None => self.semtable_from_code(),
+        }
+    }
+
+    /// `semtable_location` for stripped binaries.
+    pub fn semtable_from_code(&self) -> Option<u64> {
+        let globals = self.pointer_globals();
+        let mut common: Option<Vec<u64>> = None;
+        for f in ["runtime.semacquire1", "runtime.semrelease1"] {
+            let (entry, end) = self.located(f).ok()?;
+            let code = self.code(entry, end).ok()?;
+            // The table holds pointers, so it lies in .data or .bss; the
+            // flags both functions also take (`writeBarrier`, profiling
+            // rates) hold none and lie in the noptr sections.
+            let in_pointer_globals = |a: u64| globals.iter().any(|&(start, end)| (start..end).contains(&a));
+            let mut found: Vec<u64> = allgs::data_addresses(&code, entry, self.elf.arch == Arch::Aarch64)
+                .into_iter()
+                .filter(|&a| in_pointer_globals(a))
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            common = Some(match common {
+                None => found,
+                Some(c) => c.into_iter().filter(|a| found.contains(a)).collect(),
+            });
+        }
+        match common?.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
     /// The static ranges `[start, end)` of the module's data and bss, which
     /// hold every global that can point into the heap (`moduledata.data`..
     /// `edata` and `bss`..`ebss`: the `.data` and `.bss` sections; the

@@ -368,6 +368,28 @@ fn mheap_from_code_matches_symtab() {
     }
 }
 
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn semtable_from_code_matches_symtab() {
+    let fx = fixtures();
+    for ((full, _), variants) in grouped(&fx) {
+        for (f, b) in variants.values() {
+            let ctx = f.path.display();
+            let decoded = b.semtable_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.semtable not found in code"));
+            if let Some(sym) = b.elf.symbol("runtime.semtable") {
+                assert_eq!(decoded, sym.addr, "{ctx}");
+            }
+            assert_eq!(b.semtable_location(), Some(decoded), "{ctx}");
+        }
+        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
+            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
+            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
+            let (ta, ts) = (ba.semtable_location().expect("semtable"), bs.semtable_location().expect("semtable"));
+            assert_eq!(ts.wrapping_sub(ta), shift, "{full} {a}/{s}");
+        }
+    }
+}
+
 // ---- malformed input -----------------------------------------------------
 
 #[test]

@@ -40,10 +40,16 @@ pub(crate) enum PrimitiveWait {
     Channel,
     /// Mutex, RWMutex, WaitGroup, Cond: woken only through the sync object
     /// at the first sudog's `elem`. The runtime links that sudog from
-    /// `g.waiting` only since Go 1.26; before, such goroutines are never
-    /// proven (they count as maybe-runnable).
+    /// `g.waiting` only since Go 1.26; before, Mutex, RWMutex and WaitGroup
+    /// waiters are found in `runtime.semtable`, Cond waiters not at all.
     Sync,
-    /// Anything else (sleep, I/O, syscalls, runtime semaphores): may run.
+    /// "semacquire": a semaphore wait that Go does not attribute (sync
+    /// waits on Go 1.19, `sync.WaitGroup.Wait` up to 1.23, runtime and
+    /// `internal/poll` semaphores). Woken only through the semaphore word at
+    /// the sudog's `elem` (`g.waiting` on 1.26+, else `runtime.semtable`);
+    /// a semaphore outside the heap (the runtime's globals) is reachable.
+    Semaphore,
+    /// Anything else (sleep, I/O, syscalls): may run.
     MayRun,
 }
 
@@ -72,6 +78,7 @@ pub(crate) fn primitive_wait(reason: &str) -> PrimitiveWait {
         "sync.Mutex.Lock" | "sync.RWMutex.RLock" | "sync.RWMutex.Lock" | "sync.Cond.Wait" | "sync.WaitGroup.Wait" => {
             PrimitiveWait::Sync
         }
+        "semacquire" => PrimitiveWait::Semaphore,
         _ => PrimitiveWait::MayRun,
     }
 }
@@ -85,8 +92,9 @@ mod tests {
         assert_eq!(primitive_wait("chan send (nil chan)"), PrimitiveWait::NeverWakes("nil channel"));
         assert_eq!(primitive_wait("select"), PrimitiveWait::Channel);
         assert_eq!(primitive_wait("sync.WaitGroup.Wait"), PrimitiveWait::Sync);
-        // Runtime semaphores (and WaitGroup.Wait before Go 1.24) are never proven.
-        assert_eq!(primitive_wait("semacquire"), PrimitiveWait::MayRun);
+        // Runtime semaphores (and WaitGroup.Wait before Go 1.24) are proven
+        // through their semaphore word.
+        assert_eq!(primitive_wait("semacquire"), PrimitiveWait::Semaphore);
         assert_eq!(primitive_wait("sleep"), PrimitiveWait::MayRun);
     }
 

@@ -93,6 +93,9 @@ pub(crate) struct ReachTarget {
     /// Record, per marked object, the word that first marked it, to report
     /// one retaining path per reachable goroutine (`LeakScan::retained_by`).
     pub explain: bool,
+    /// `runtime.semtable`, where sync waiters sit before Go 1.26 (None: such
+    /// waits are not proven before 1.26).
+    pub semtable: Option<u64>,
 }
 
 /// What must not change between two scans for a goroutine to count as not
@@ -724,6 +727,14 @@ fn read_goroutines<M: ReadMemory>(
     let mut goroutines = Vec::new();
     let mut masked = HashSet::default();
     let mut runtime_structs = Vec::new();
+    // Sync waiters not linked from g.waiting (before Go 1.26) are found in
+    // the semaphore table; a table that cannot be read proves none of them.
+    let sema_waiters = match (reach, target.semtable) {
+        (Some(reach), Some(semtable)) => {
+            sema::semtable_waiters(reader, reach, semtable, &mut masked).unwrap_or_default()
+        }
+        _ => Default::default(),
+    };
     for g_addr in addrs.chunks_exact(8).filter_map(|c| field_u64(c, 0)).filter(|&a| a != 0) {
         let g = reader.read(g_addr, l.g_size)?;
         let raw_status = field_u32(&g, l.g_atomicstatus).unwrap_or(u32::MAX);
@@ -753,10 +764,16 @@ fn read_goroutines<M: ReadMemory>(
         let parked = status.is_parked() && goid != MAIN_GOID;
         let wait = match (parked, primitive_wait(reason)) {
             (true, PrimitiveWait::NeverWakes(why)) => Wait::Never(why),
-            (true, kind @ (PrimitiveWait::Channel | PrimitiveWait::Sync)) => match reach {
+            (true, kind @ (PrimitiveWait::Channel | PrimitiveWait::Sync | PrimitiveWait::Semaphore)) => match reach {
                 Some(reach) => {
                     let head = field_u64(&g, reach.g_waiting).unwrap_or(0);
-                    sudog_wait(reader, reach, head, kind, reason, &mut masked, &mut runtime_structs)?
+                    match sudog_wait(reader, reach, head, kind, reason, &mut masked, &mut runtime_structs)? {
+                        Wait::MayRun if kind != PrimitiveWait::Channel => match sema_waiters.get(&g_addr) {
+                            Some(&sema) => Wait::On { primitives: vec![sema], reason: sync_reason(reason) },
+                            None => Wait::MayRun,
+                        },
+                        wait => wait,
+                    }
                 }
                 None => Wait::MayRun,
             },
@@ -794,12 +811,7 @@ fn sudog_wait<M: ReadMemory>(
         // address as a uintptr (`vu`). Both words are masked; before 1.26
         // the word after `elem` is `acquiretime` and `c` ends the struct.
         let second = |off: u64| Some(off + 8).filter(|&o| o + 8 <= reach.sudog_size);
-        for off in [reach.sudog_c, reach.sudog_elem] {
-            masked.insert(sg + off);
-            if let Some(o) = second(off) {
-                masked.insert(sg + o);
-            }
-        }
+        sema::mask_sudog(reach, sg, masked);
         let field = if kind == PrimitiveWait::Channel { reach.sudog_c } else { reach.sudog_elem };
         let primitive = field_u64(&record, field)
             .filter(|&p| p != 0)
@@ -809,7 +821,7 @@ fn sudog_wait<M: ReadMemory>(
             return Ok(Wait::MayRun);
         }
         primitives.push(primitive);
-        if kind == PrimitiveWait::Sync {
+        if kind != PrimitiveWait::Channel {
             break; // Go checks the first sudog's elem only
         }
         sg = field_u64(&record, reach.sudog_waitlink).unwrap_or(0);
@@ -819,15 +831,23 @@ fn sudog_wait<M: ReadMemory>(
         // sync waits, or a goroutine between parking and being woken.
         return Ok(Wait::MayRun);
     }
-    let reason = match (kind, reason) {
-        (PrimitiveWait::Channel, _) => "channel unreachable",
-        (_, "sync.Mutex.Lock") => "mutex unreachable",
-        (_, "sync.RWMutex.Lock" | "sync.RWMutex.RLock") => "rwmutex unreachable",
-        (_, "sync.Cond.Wait") => "cond unreachable",
-        (_, "sync.WaitGroup.Wait") => "wait group unreachable",
-        _ => "sync object unreachable",
+    let reason = match kind {
+        PrimitiveWait::Channel => "channel unreachable",
+        _ => sync_reason(reason),
     };
     Ok(Wait::On { primitives, reason })
+}
+
+/// Why a goroutine blocked on a sync object with this wait reason is leaked.
+fn sync_reason(reason: &str) -> &'static str {
+    match reason {
+        "sync.Mutex.Lock" => "mutex unreachable",
+        "sync.RWMutex.Lock" | "sync.RWMutex.RLock" => "rwmutex unreachable",
+        "sync.Cond.Wait" => "cond unreachable",
+        "sync.WaitGroup.Wait" => "wait group unreachable",
+        "semacquire" => "semaphore unreachable",
+        _ => "sync object unreachable",
+    }
 }
 
 /// The in-use spans, sorted by address, with their specials lists.
@@ -875,5 +895,6 @@ fn read_spans<M: ReadMemory>(
     Ok(spans)
 }
 
+mod sema;
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,8 @@ const STACK_SIZE: u64 = 0x2000;
 const SPANS: u64 = 0x40_0000;
 const SPECIAL: u64 = 0x60_0000;
 const MHEAP: u64 = 0x70_0000;
+/// `runtime.semtable`: 251 roots of 64 bytes (in bss: a global root).
+const SEMTABLE: u64 = 0x80_0000;
 /// A scan span of 64-byte objects and a noscan one.
 const HEAP: u64 = 0xc000_0000;
 const NOSCAN: u64 = HEAP + 0x2000;
@@ -87,6 +89,11 @@ impl Fake {
             sudog_c: 0x50,
             sudog_elem: 0x10,
             sudog_waitlink: 0x30,
+            sudog_g: 0,
+            sudog_prev: 0x20,
+            sudog_next: 0x8,
+            semaroot_treap: 8,
+            semtable_size: 251 * 64,
             moduledata_data: 0x10,
             moduledata_edata: 0x18,
             moduledata_bss: 0x20,
@@ -113,6 +120,7 @@ impl Fake {
             (SPECIAL, 0x40),
             (MHEAP, 0x100),
             (HEAP, 0x6000),
+            (SEMTABLE, 251 * 64),
         ] {
             mem.map(addr, len);
         }
@@ -142,6 +150,7 @@ impl Fake {
             allm: None,
             max_bytes_per_s: 0,
             explain: true,
+            semtable: None,
         };
         Fake { mem, target, gs: Vec::new(), sudogs: SUDOGS }
     }
@@ -190,6 +199,27 @@ impl Fake {
             next = sg;
         }
         self.mem.put(g + r.g_waiting, next);
+    }
+
+    /// A sudog in the sudog span, waiting `g` on the semaphore at `addr`.
+    fn sema_sudog(&mut self, g: u64, addr: u64) -> u64 {
+        let r = self.target.layout.reach.clone().expect("reach");
+        let sg = self.sudogs;
+        self.sudogs += 96;
+        self.mem.put(sg + r.sudog_g, g);
+        self.mem.put(sg + r.sudog_elem, addr);
+        sg
+    }
+
+    /// Makes `sg` the treap root of semaRoot `root`, the way
+    /// `semaRoot.queue` links it, with the table a global root.
+    fn sema_root(&mut self, root: u64, sg: u64) {
+        let r = self.target.layout.reach.clone().expect("reach");
+        self.mem.put(SEMTABLE + root * 64 + r.semaroot_treap, sg);
+        self.target.semtable = Some(SEMTABLE);
+        if !self.target.globals.contains(&(SEMTABLE, SEMTABLE + 251 * 64)) {
+            self.target.globals.push((SEMTABLE, SEMTABLE + 251 * 64));
+        }
     }
 
     fn unreachable(&self) -> Vec<(u64, &'static str)> {
@@ -252,6 +282,66 @@ fn unreachable_primitives_and_only_them() {
             (23, "channel unreachable"),
         ]
     );
+}
+
+/// Before Go 1.26 sync waiters are found only in `runtime.semtable`: a
+/// treap per root keyed by the semaphore address, waiters on one address
+/// chained by `waitlink`.
+#[test]
+fn semaphore_waiters_are_found_in_the_semtable() {
+    let mut f = Fake::new();
+    let r = f.target.layout.reach.clone().expect("reach");
+    let root_of = |addr: u64| (addr >> 3) % 251;
+    // Two waiters on mutex A inside object 20 nobody holds.
+    let a = obj(20) + 8;
+    let g30 = f.goroutine(30, "_Gwaiting", "sync.Mutex.Lock", &[]);
+    let g31 = f.goroutine(31, "_Gwaiting", "sync.Mutex.Lock", &[]);
+    let (s30, s31) = (f.sema_sudog(g30, a), f.sema_sudog(g31, a));
+    f.mem.put(s30 + r.sudog_waitlink, s31);
+    f.sema_root(root_of(a), s30);
+    // C hashes to A's root: its node is A's right child.
+    let c = a + 251 * 8;
+    assert_eq!(root_of(c), root_of(a));
+    let g34 = f.goroutine(34, "_Gwaiting", "sync.RWMutex.Lock", &[]);
+    let s34 = f.sema_sudog(g34, c);
+    f.mem.put(s30 + r.sudog_next, s34);
+    f.mem.put(s34 + 0x40, s30); // sudog.parent
+    // A node whose address does not hash to its root (a torn read): dropped.
+    let g38 = f.goroutine(38, "_Gwaiting", "sync.Mutex.Lock", &[]);
+    let s38 = f.sema_sudog(g38, obj(24) + 8);
+    assert_ne!(root_of(obj(24) + 8), root_of(a));
+    f.mem.put(s34 + r.sudog_prev, s38);
+    // B in object 21, which a runnable goroutine holds.
+    let b = obj(21);
+    let g32 = f.goroutine(32, "_Gwaiting", "sync.WaitGroup.Wait", &[]);
+    let s32 = f.sema_sudog(g32, b);
+    f.sema_root(root_of(b), s32);
+    f.goroutine(33, "_Grunnable", "", &[b]);
+    // A runtime semaphore in the globals: not a heap object, may be woken.
+    let d = GLOBALS + 0x40;
+    let g35 = f.goroutine(35, "_Gwaiting", "semacquire", &[]);
+    let s35 = f.sema_sudog(g35, d);
+    f.sema_root(root_of(d), s35);
+    // An unattributed semaphore in object 23 (WaitGroup up to Go 1.23).
+    let e = obj(23);
+    let g37 = f.goroutine(37, "_Gwaiting", "semacquire", &[]);
+    let s37 = f.sema_sudog(g37, e);
+    f.sema_root(root_of(e), s37);
+    // A sync waiter the table does not hold: may run.
+    f.goroutine(36, "_Gwaiting", "sync.Mutex.Lock", &[]);
+
+    assert_eq!(
+        f.unreachable(),
+        vec![
+            (30, "mutex unreachable"),
+            (31, "mutex unreachable"),
+            (34, "rwmutex unreachable"),
+            (37, "semaphore unreachable"),
+        ]
+    );
+    // Any word outside the sudogs' `elem` pointing at A is a reference.
+    f.mem.put(s31 + r.sudog_waitlink + 8, obj(20));
+    assert_eq!(f.unreachable(), vec![(34, "rwmutex unreachable"), (37, "semaphore unreachable")]);
 }
 
 #[test]

@@ -1,0 +1,97 @@
+//! The semaphore table (`runtime.semtable`, `runtime/sema.go`): where
+//! goroutines blocked in `sync.Mutex.Lock`, `sync.RWMutex.Lock`/`RLock`,
+//! `sync.WaitGroup.Wait` (and runtime semaphores, "semacquire") wait.
+//!
+//! Before Go 1.26 the runtime does not link such a waiter's sudog from
+//! `g.waiting`: the sudog sits only in the treap of one of the table's
+//! `semTabSize` `semaRoot`s (`prev`/`next` children, `parent`), keyed by
+//! `elem`, the address of the semaphore word inside the Mutex, RWMutex or
+//! WaitGroup; waiters on the same address hang off the treap node on
+//! `waitlink`. Walking the table maps each waiter's `g` to that address.
+//!
+//! The table is a global, so tracing it marks every waiting sudog and,
+//! through `elem`, every semaphore's object: each waiting sudog's `c` and
+//! `elem` words are therefore masked, as `sudog_wait` masks those of
+//! `g.waiting` sudogs (Go's own leak check hides the same words).
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+use super::{MAX_SUDOGS, Reader, ScanError};
+use crate::{
+    goruntime::layout::ReachLayout,
+    process::memory::{ReadMemory, field_u64},
+};
+
+/// `semTabSize` in `runtime/sema.go` (251 in every supported version).
+pub(super) const SEMTAB_SIZE: u64 = 251;
+
+/// Masks the `c` and `elem` words of the sudog at `sg` (and, since Go 1.26,
+/// the `uintptr` copy that follows each: they are `maybeTraceablePtr`s).
+pub(super) fn mask_sudog(reach: &ReachLayout, sg: u64, masked: &mut HashSet<u64>) {
+    for off in [reach.sudog_c, reach.sudog_elem] {
+        masked.insert(sg + off);
+        if off + 16 <= reach.sudog_size {
+            masked.insert(sg + off + 8);
+        }
+    }
+}
+
+/// The semaphore waiters: `g` address → the semaphore address it waits
+/// on. Every sudog found has its `c` and `elem` masked.
+///
+/// The target runs while the table is read: a sudog whose `elem` does not
+/// hash to the root it was found under (`semroot`: `(addr >> 3) % 251`), or
+/// that cannot be read, is dropped together with its subtree, so its
+/// waiter counts as maybe-runnable. A waiter read twice with different
+/// addresses keeps neither (a torn read never proves anything).
+pub(super) fn semtable_waiters<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    reach: &ReachLayout,
+    semtable: u64,
+    masked: &mut HashSet<u64>,
+) -> Result<HashMap<u64, u64>, ScanError> {
+    let stride = reach.semtable_size / SEMTAB_SIZE;
+    if stride < reach.semaroot_treap + 8 || reach.semtable_size % SEMTAB_SIZE != 0 {
+        return Err(ScanError::Torn(format!("semTable of {} bytes", reach.semtable_size)));
+    }
+    let table = reader.read(semtable, reach.semtable_size)?;
+    let mut waiters: HashMap<u64, u64> = HashMap::default();
+    let mut torn: HashSet<u64> = HashSet::default();
+    let mut seen: HashSet<u64> = HashSet::default();
+    for root in 0..SEMTAB_SIZE {
+        let treap = field_u64(&table, root * stride + reach.semaroot_treap).unwrap_or(0);
+        let mut todo = vec![treap];
+        while let Some(node) = todo.pop() {
+            if node == 0 || !seen.insert(node) {
+                continue;
+            }
+            if seen.len() > MAX_SUDOGS * 16 {
+                return Err(ScanError::Torn("semaphore table: too many sudogs".into()));
+            }
+            let Ok(record) = reader.read(node, reach.sudog_size) else { continue };
+            let elem = field_u64(&record, reach.sudog_elem).unwrap_or(0);
+            if elem == 0 || (elem >> 3) % SEMTAB_SIZE != root {
+                continue;
+            }
+            let mut waiter = Some((node, record.clone()));
+            let mut chain = 0;
+            while let Some((sg, rec)) = waiter.take() {
+                chain += 1;
+                let g = field_u64(&rec, reach.sudog_g).unwrap_or(0);
+                if g != 0 && field_u64(&rec, reach.sudog_elem) == Some(elem) {
+                    mask_sudog(reach, sg, masked);
+                    if waiters.insert(g, elem).is_some_and(|prev| prev != elem) {
+                        torn.insert(g);
+                    }
+                }
+                let next = field_u64(&rec, reach.sudog_waitlink).unwrap_or(0);
+                if next != 0 && chain < MAX_SUDOGS && seen.insert(next) {
+                    waiter = reader.read(next, reach.sudog_size).ok().map(|r| (next, r));
+                }
+            }
+            todo.push(field_u64(&record, reach.sudog_prev).unwrap_or(0));
+            todo.push(field_u64(&record, reach.sudog_next).unwrap_or(0));
+        }
+    }
+    waiters.retain(|g, _| !torn.contains(g));
+    Ok(waiters)
+}
