@@ -163,6 +163,12 @@ const LEAK_KINDS: &[Kind] = &[
         reasons: &["sync.Mutex.Lock", "semacquire"],
     },
     Kind {
+        key: "rwmutex",
+        marker: "SITE:leak-rwmutex",
+        function: "main.leakRWMutex",
+        reasons: &["sync.RWMutex.RLock", "semacquire"],
+    },
+    Kind {
         key: "waitgroup",
         marker: "SITE:leak-wg",
         function: "main.leakWaitGroup",
@@ -187,17 +193,12 @@ const STUCK_KINDS: &[Kind] = &[
     Kind { key: "pool", marker: "SITE:stuck-pool", function: "main.stuckPool", reasons: &["chan send"] },
 ];
 
-/// Whether deferscope can prove this kind leaked on this build: sync
-/// objects only from Go 1.26 (the runtime links their sudog from
-/// `g.waiting` since then); anything but nil channels only when the heap
-/// can be traced (the binary has `runtime.mheap_` in its symbol table).
-fn provable(kind: &Kind, minor: u32, heap: bool) -> bool {
-    match kind.key {
-        "nil" => true,
-        // Mutex and WaitGroup waiters sit in runtime.semtable before 1.26.
-        "cond" => heap && minor >= 26,
-        _ => heap,
-    }
+/// Whether deferscope can prove this kind leaked on this build: anything
+/// but nil channels only when the heap can be traced; sync waits on every
+/// version (before Go 1.26 the runtime does not link their sudog from
+/// `g.waiting`: see `process/reachability/sema.rs`).
+fn provable(kind: &Kind, heap: bool) -> bool {
+    kind.key == "nil" || heap
 }
 
 /// The group of `verdict` blocked at line `line` (None if absent).
@@ -236,7 +237,7 @@ fn leaks_are_proven_by_reachability_and_stuck_goroutines_are_not() {
             let (mut leaked, mut stuck) = (Vec::new(), Vec::new());
             for k in LEAK_KINDS {
                 let n = goids_of(&ready["leaks"], k.key);
-                if provable(k, tc.minor(), heap) { leaked.push((k, n)) } else { stuck.push((k, n)) }
+                if provable(k, heap) { leaked.push((k, n)) } else { stuck.push((k, n)) }
             }
             for k in STUCK_KINDS {
                 stuck.push((k, goids_of(&ready["stuck"], k.key)));

@@ -77,6 +77,19 @@ func leakMutex(a *account) {
 	a.balance++
 }
 
+// A reader of an RWMutex write-locked by a goroutine long gone, inside an
+// object only its blocked readers hold.
+type registry struct {
+	rw    sync.RWMutex
+	names map[string]int
+}
+
+func leakRWMutex(r *registry) {
+	ids <- testutil.Goid()
+	r.rw.RLock() // SITE:leak-rwmutex
+	_ = r.names["x"]
+}
+
 func leakWaitGroup(wg *sync.WaitGroup) {
 	ids <- testutil.Goid()
 	wg.Wait() // SITE:leak-wg
@@ -128,7 +141,7 @@ func collect(n int) []uint64 {
 
 const (
 	nSend, nRecv, nSelect, nNil = 30, 20, 10, 10
-	nMutex, nWG, nCond          = 5, 6, 7
+	nMutex, nWG, nCond, nRW     = 5, 6, 7, 4
 	nStuckMutex, nLifecycle     = 8, 9
 	nPool, nConsumers           = 4, 5
 )
@@ -150,6 +163,9 @@ func spawnLeaks(done chan<- map[string][]uint64) {
 	a := &account{}
 	a.mu.Lock()
 	start("mutex", nMutex, func() { leakMutex(a) })
+	r := &registry{names: map[string]int{}}
+	r.rw.Lock()
+	start("rwmutex", nRW, func() { leakRWMutex(r) })
 	wg := new(sync.WaitGroup)
 	wg.Add(1)
 	start("waitgroup", nWG, func() { leakWaitGroup(wg) })
@@ -189,7 +205,7 @@ func main() {
 		}
 	}()
 
-	want := nSend + nRecv + nSelect + nNil + nMutex + nWG + nCond + nStuckMutex + nLifecycle + nPool
+	want := nSend + nRecv + nSelect + nNil + nMutex + nRW + nWG + nCond + nStuckMutex + nLifecycle + nPool
 	for blockedCount() < want {
 		time.Sleep(time.Millisecond)
 	}

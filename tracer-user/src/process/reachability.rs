@@ -168,6 +168,10 @@ enum Wait {
     /// its stack is no root (`goruntime::wait::is_runtime_idle`).
     RuntimeIdle,
     Never(&'static str),
+    /// In `sync.Cond.Wait` with no sudog linked from `g.waiting` (before Go
+    /// 1.26): its sudog, the primitive, is looked up in the heap
+    /// (`sema::cond_sudogs`) before any root is scanned.
+    CondWaiter { g: u64 },
     /// Blocked on these primitives (any one reachable wakes it).
     On {
         primitives: Vec<u64>,
@@ -488,6 +492,7 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
             heap.masked.extend((tail..end).step_by(8));
         }
     }
+    resolve_cond_waiters(reader, &heap, reach, &mut goroutines)?;
 
     // Roots: globals, specials, stacks of goroutines that may run.
     match precise_globals(reader, reach, target)? {
@@ -562,7 +567,7 @@ fn run<M: ReadMemory>(reader: &mut Reader<'_, M>, target: &ReachTarget) -> Resul
         .filter_map(|g| {
             let reason = match g.wait {
                 Wait::Never(reason) | Wait::On { reason, .. } => reason,
-                Wait::MayRun | Wait::RuntimeIdle => return None,
+                Wait::MayRun | Wait::RuntimeIdle | Wait::CondWaiter { .. } => return None,
             };
             Some(Unreachable { goid: g.goid, signature: g.signature?, reason })
         })
@@ -770,6 +775,7 @@ fn read_goroutines<M: ReadMemory>(
                     match sudog_wait(reader, reach, head, kind, reason, &mut masked, &mut runtime_structs)? {
                         Wait::MayRun if kind != PrimitiveWait::Channel => match sema_waiters.get(&g_addr) {
                             Some(&sema) => Wait::On { primitives: vec![sema], reason: sync_reason(reason) },
+                            None if reason == "sync.Cond.Wait" && head == 0 => Wait::CondWaiter { g: g_addr },
                             None => Wait::MayRun,
                         },
                         wait => wait,
@@ -783,6 +789,33 @@ fn read_goroutines<M: ReadMemory>(
         goroutines.push(G { goid, signature, status, stack, sched_sp, sched_pc, sched_bp, wait });
     }
     Ok((goroutines, masked, runtime_structs))
+}
+
+/// Gives every `Wait::CondWaiter` its candidate sudogs as primitives (none
+/// found: it may run).
+fn resolve_cond_waiters<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    heap: &Heap,
+    reach: &ReachLayout,
+    goroutines: &mut [G],
+) -> Result<(), ScanError> {
+    let waiters: HashSet<u64> = goroutines
+        .iter()
+        .filter_map(|g| match g.wait {
+            Wait::CondWaiter { g } => Some(g),
+            _ => None,
+        })
+        .collect();
+    let mut sudogs = sema::cond_sudogs(reader, heap, reach, &waiters)?;
+    for g in goroutines.iter_mut() {
+        if let Wait::CondWaiter { g: addr } = g.wait {
+            g.wait = match sudogs.remove(&addr) {
+                Some(primitives) => Wait::On { primitives, reason: "cond unreachable" },
+                None => Wait::MayRun,
+            };
+        }
+    }
+    Ok(())
 }
 
 /// The primitives a goroutine waits on, from its sudogs; their `c` and

@@ -95,3 +95,51 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
     waiters.retain(|g, _| !torn.contains(g));
     Ok(waiters)
 }
+
+/// Largest span read while looking for Cond waiters' sudogs.
+const MAX_SUDOG_SPAN: u64 = 1 << 20;
+
+/// `sync.Cond.Wait` before Go 1.26 (`notifyListWait`, `runtime/sema.go`):
+/// the waiter's sudog is linked from nowhere but the Cond's `notifyList`
+/// (`head`, then the previous waiter's `next`, and `tail`): not from
+/// `g.waiting`, not from the semaphore table, not from the P's sudog cache
+/// (`acquireSudog` clears the slot it takes). So the sudog is reachable
+/// exactly when the notify list is, and the sudog itself is the waiter's
+/// primitive.
+///
+/// The sudog is found among the heap objects of the sudog's size class
+/// (every scan span whose element size is in `[sudog_size, sudog_size +
+/// 32]`, a superset) as an object whose `g` word is the waiter and whose
+/// `c` and `elem` are nil (a Cond sudog sets neither). Free slots and
+/// other objects may match too: every match becomes a primitive of the
+/// waiter, and one marked match makes it reachable, so a wrong match can
+/// only hide a leak. No match: the waiter may run.
+pub(super) fn cond_sudogs<M: ReadMemory>(
+    reader: &mut Reader<'_, M>,
+    heap: &super::Heap,
+    reach: &ReachLayout,
+    waiters: &HashSet<u64>,
+) -> Result<HashMap<u64, Vec<u64>>, ScanError> {
+    let mut found: HashMap<u64, Vec<u64>> = HashMap::default();
+    if waiters.is_empty() {
+        return Ok(found);
+    }
+    let size = reach.sudog_size;
+    for s in heap.spans.iter().filter(|s| !s.noscan && (size..=size + 32).contains(&s.elemsize)) {
+        if s.end - s.start > MAX_SUDOG_SPAN {
+            return Ok(HashMap::default()); // not a sudog span: prove no Cond wait
+        }
+        let bytes = reader.read(s.start, s.end - s.start)?;
+        for (k, obj) in bytes.chunks_exact(s.elemsize as usize).enumerate() {
+            let g = field_u64(obj, reach.sudog_g).unwrap_or(0);
+            if g == 0 || !waiters.contains(&g) {
+                continue;
+            }
+            let nil = |off: u64| field_u64(obj, off) == Some(0);
+            if nil(reach.sudog_c) && nil(reach.sudog_elem) {
+                found.entry(g).or_default().push(s.start + k as u64 * s.elemsize);
+            }
+        }
+    }
+    Ok(found)
+}

@@ -344,6 +344,34 @@ fn semaphore_waiters_are_found_in_the_semtable() {
     assert_eq!(f.unreachable(), vec![(34, "rwmutex unreachable"), (37, "semaphore unreachable")]);
 }
 
+/// Before Go 1.26 a Cond waiter's sudog hangs only off the Cond's notify
+/// list: the sudog (found in the heap by its `g`) is the primitive.
+#[test]
+fn cond_waiters_are_proven_through_their_sudog() {
+    let mut f = Fake::new();
+    let r = f.target.layout.reach.clone().expect("reach");
+    // Two waiters on a notify list inside object 30 nobody holds (head →
+    // first sudog → next → second).
+    let g40 = f.goroutine(40, "_Gwaiting", "sync.Cond.Wait", &[]);
+    let g41 = f.goroutine(41, "_Gwaiting", "sync.Cond.Wait", &[]);
+    let (s40, s41) = (f.sema_sudog(g40, 0), f.sema_sudog(g41, 0));
+    f.mem.put(obj(30), s40);
+    f.mem.put(s40 + r.sudog_next, s41);
+    // A waiter on a notify list in object 31, which a runnable goroutine holds.
+    let g42 = f.goroutine(42, "_Gwaiting", "sync.Cond.Wait", &[]);
+    let s42 = f.sema_sudog(g42, 0);
+    f.mem.put(obj(31) + 8, s42);
+    f.goroutine(43, "_Grunnable", "", &[obj(31)]);
+    // A waiter whose sudog is not found: may run.
+    f.goroutine(44, "_Gwaiting", "sync.Cond.Wait", &[]);
+    assert_eq!(f.unreachable(), vec![(40, "cond unreachable"), (41, "cond unreachable")]);
+    // A second object naming g40 (a stale sudog in a P's cache, reachable):
+    // g40 may be woken through it, so it is not proven; g41 still is.
+    let stale = f.sema_sudog(g40, 0);
+    f.mem.put(GLOBALS + 0x20, stale);
+    assert_eq!(f.unreachable(), vec![(41, "cond unreachable")]);
+}
+
 #[test]
 fn blocked_goroutines_do_not_keep_their_own_primitive_alive() {
     let mut f = Fake::new();
