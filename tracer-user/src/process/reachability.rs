@@ -171,7 +171,9 @@ enum Wait {
     /// In `sync.Cond.Wait` with no sudog linked from `g.waiting` (before Go
     /// 1.26): its sudog, the primitive, is looked up in the heap
     /// (`sema::cond_sudogs`) before any root is scanned.
-    CondWaiter { g: u64 },
+    CondWaiter {
+        g: u64,
+    },
     /// Blocked on these primitives (any one reachable wakes it).
     On {
         primitives: Vec<u64>,

@@ -50,7 +50,8 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
     masked: &mut HashSet<u64>,
 ) -> Result<HashMap<u64, u64>, ScanError> {
     let stride = reach.semtable_size / SEMTAB_SIZE;
-    if stride < reach.semaroot_treap + 8 || reach.semtable_size % SEMTAB_SIZE != 0 {
+    // A root is a padded semaRoot: a cache line or two, never pages.
+    if stride < reach.semaroot_treap + 8 || stride > 4096 || reach.semtable_size % SEMTAB_SIZE != 0 {
         return Err(ScanError::Torn(format!("semTable of {} bytes", reach.semtable_size)));
     }
     let table = reader.read(semtable, reach.semtable_size)?;
