@@ -51,7 +51,7 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
 ) -> Result<HashMap<u64, u64>, ScanError> {
     let stride = reach.semtable_size / SEMTAB_SIZE;
     // A root is a padded semaRoot: a cache line or two, never pages.
-    if stride < reach.semaroot_treap + 8 || stride > 4096 || reach.semtable_size % SEMTAB_SIZE != 0 {
+    if stride < reach.semaroot_treap + 8 || stride > 4096 || !reach.semtable_size.is_multiple_of(SEMTAB_SIZE) {
         return Err(ScanError::Torn(format!("semTable of {} bytes", reach.semtable_size)));
     }
     let table = reader.read(semtable, reach.semtable_size)?;
