@@ -738,7 +738,7 @@ fn read_goroutines<M: ReadMemory>(
     // the semaphore table; a table that cannot be read proves none of them.
     let sema_waiters = match (reach, target.semtable) {
         (Some(reach), Some(semtable)) => {
-            sema::semtable_waiters(reader, reach, semtable, &mut masked).unwrap_or_default()
+            sema::semtable_waiters(reader, reach, semtable, &mut masked, &mut runtime_structs).unwrap_or_default()
         }
         _ => Default::default(),
     };

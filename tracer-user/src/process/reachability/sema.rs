@@ -36,7 +36,8 @@ pub(super) fn mask_sudog(reach: &ReachLayout, sg: u64, masked: &mut HashSet<u64>
 }
 
 /// The semaphore waiters: `g` address → the semaphore address it waits
-/// on. Every sudog found has its `c` and `elem` masked.
+/// on. Every sudog found has its `c` and `elem` masked and goes to
+/// `runtime_structs` (the slack of its heap object is never traced either).
 ///
 /// The target runs while the table is read: a sudog whose `elem` does not
 /// hash to the root it was found under (`semroot`: `(addr >> 3) % 251`), or
@@ -48,6 +49,7 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
     reach: &ReachLayout,
     semtable: u64,
     masked: &mut HashSet<u64>,
+    runtime_structs: &mut super::RuntimeStructs,
 ) -> Result<HashMap<u64, u64>, ScanError> {
     let stride = reach.semtable_size / SEMTAB_SIZE;
     // A root is a padded semaRoot: a cache line or two, never pages.
@@ -80,6 +82,7 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
                 let g = field_u64(&rec, reach.sudog_g).unwrap_or(0);
                 if g != 0 && field_u64(&rec, reach.sudog_elem) == Some(elem) {
                     mask_sudog(reach, sg, masked);
+                    runtime_structs.push((sg, reach.sudog_size));
                     if waiters.insert(g, elem).is_some_and(|prev| prev != elem) {
                         torn.insert(g);
                     }
