@@ -29,6 +29,8 @@ static PROCESSES: HashMap<u32, ProcessParams> = HashMap::with_max_entries(MAX_PR
 /// 16 MiB: about 262k events (64 bytes each: the 56-byte `Event` and the ring
 /// buffer's 8-byte record header), over a second of the fastest probe rate
 /// this machine can sustain, so a slow userspace tick loses nothing.
+/// Userspace shrinks it at load when the governor bounds the event rate
+/// (`ProbeObject::load`).
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 

@@ -51,6 +51,20 @@ pub enum Budget {
 }
 
 impl Budget {
+    /// Bytes of the event ring buffer under this budget. The kernel maps its
+    /// data pages twice, so the ring costs twice this in RSS once it has
+    /// wrapped. Unbounded, 16 MiB (about 262k events: over a second of the
+    /// fastest probe rate this machine sustains). A budget of a few percent
+    /// keeps the event rate far below that (the governor detaches the costly
+    /// probes within a tick), so 4 MiB (about 65k events) holds a tick's
+    /// worth with room to spare.
+    pub fn ring_bytes(self) -> u32 {
+        match self {
+            Self::Ratio(r) if r <= 0.05 => 4 << 20,
+            Self::Ratio(_) | Self::Unlimited => 16 << 20,
+        }
+    }
+
     /// Parses `1`, `0.5`, `2%` or `none`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -359,6 +373,18 @@ mod tests {
 
     const MS: u64 = 1_000_000;
     const ALL: [Group; 4] = [Group::Goroutines, Group::StackDefers, Group::Pops, Group::HeapDefers];
+
+    #[test]
+    fn ring_is_small_when_governed_and_a_kernel_valid_size() {
+        let default = Budget::parse("1").expect("budget");
+        assert_eq!(default.ring_bytes(), 4 << 20);
+        assert_eq!(Budget::Unlimited.ring_bytes(), 16 << 20);
+        assert_eq!(Budget::parse("50").expect("budget").ring_bytes(), 16 << 20);
+        for b in [default, Budget::Unlimited] {
+            // The kernel wants a power of two that is a multiple of the page.
+            assert!(b.ring_bytes().is_power_of_two() && b.ring_bytes() % 4096 == 0);
+        }
+    }
 
     fn window(cpu_ms: u64, hits: &[(ProbeId, u64)]) -> Window {
         let mut w = Window { elapsed_ns: 500 * MS, target_cpu_ns: cpu_ms * MS, ..Default::default() };

@@ -680,7 +680,7 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         }
     };
 
-    let mut object = ProbeObject::load()?;
+    let mut object = ProbeObject::load(options.overhead_budget.ring_bytes())?;
     let events = object.take_events()?;
     let cost_per_hit_ns = match object.calibrate() {
         Ok(ns) => {

@@ -92,13 +92,17 @@ pub struct ProcessProbes {
 }
 
 impl ProbeObject {
-    /// Loads the probe programs (attached to nothing yet).
-    pub fn load() -> Result<Self, ProbeError> {
+    /// Loads the probe programs (attached to nothing yet), with an event ring
+    /// of `ring_bytes` (a power of two, at least a page).
+    pub fn load(ring_bytes: u32) -> Result<Self, ProbeError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         raise_memlock_limit();
-        let ebpf = EbpfLoader::new().load(EBPF_OBJECT).map_err(|e| ProbeError::Load(e.to_string()))?;
+        let ebpf = EbpfLoader::new()
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| ProbeError::Load(e.to_string()))?;
         Ok(Self { ebpf })
     }
 
