@@ -118,9 +118,10 @@ impl GoroutineState {
             return None;
         }
         match self.anchor.as_ref()? {
-            Anchor::Read { depths, .. } => {
-                let depth = *depths.get(&record)?;
-                let Some(Anchor::Read { mut sites, .. }) = self.anchor.take() else { return None };
+            Anchor::Read(read) => {
+                let depth = *read.depths.get(&record)?;
+                let Some(Anchor::Read(read)) = self.anchor.take() else { return None };
+                let mut sites = read.sites;
                 sites.truncate(depth as usize);
                 Some((sites, false))
             }
@@ -147,14 +148,22 @@ enum Anchor {
     /// The next event naming one of them puts the chain where the read
     /// says. Only a record popped and reused at another depth during the
     /// read itself could mislead it, so the depth stays marked inexact.
-    Read { depths: HashMap<u64, u64>, sites: Vec<u64> },
+    /// Boxed: rare, and every tracked goroutine carries an `Anchor` slot.
+    Read(Box<ReadAnchor>),
     /// A read taken as the chain (now the bottom of `sites`): its top two
     /// records. A goroutine preempted at rest inside `deferproc` (newdefer's
     /// stack check comes after the push probe) links its record after the
     /// read, though the push event is older than it; the next event names
     /// the read's top record (a push onto the late record does not, and
     /// waits for the pop back onto it) and counts that record back in.
-    Top(Vec<RecordMark>),
+    Top(Box<[RecordMark]>),
+}
+
+/// See [`Anchor::Read`].
+#[derive(Debug)]
+struct ReadAnchor {
+    depths: HashMap<u64, u64>,
+    sites: Vec<u64>,
 }
 
 impl Anchor {
@@ -163,7 +172,7 @@ impl Anchor {
             return None;
         }
         let depths = gm.records.iter().map(|r| (r.addr, r.depth)).collect();
-        Some(Anchor::Read { depths, sites: gm.defer_sites.iter().rev().copied().collect() })
+        Some(Anchor::Read(Box::new(ReadAnchor { depths, sites: gm.defer_sites.iter().rev().copied().collect() })))
     }
 
     fn top_of(gm: &ScannedGoroutine) -> Option<Anchor> {
