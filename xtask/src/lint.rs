@@ -1,6 +1,6 @@
-//! `cargo xtask lint`: clippy on the host crates, clippy on the eBPF crate
-//! (nightly, bpfel target), a build check for the other architecture, and
-//! rustfmt.
+//! `cargo xtask lint`: clippy on the host crates and the fuzz targets,
+//! clippy on the eBPF crate (nightly, bpfel target), a build check for the
+//! other architecture, and rustfmt.
 use std::{path::Path, process::Command};
 
 use anyhow::Result;
@@ -24,6 +24,22 @@ pub fn run(workspace_root: &Path, summary: &mut Summary) {
             "-D",
             "warnings",
         ]))
+    });
+    // The fuzz crate is outside the workspace (cargo-fuzz wants its own
+    // manifest). libfuzzer-sys builds on stable (only `cargo fuzz run` needs
+    // nightly's sanitizer flags), so plain clippy checks the targets still
+    // compile against the readers; its own target dir keeps the workspace's
+    // builds warm.
+    summary.record("clippy (fuzz targets)", || {
+        step("clippy on the fuzz crate ...");
+        let target_dir = paths::target_dir(workspace_root).join("fuzz-clippy");
+        cmd::run(
+            Command::new("cargo")
+                .current_dir(workspace_root.join("fuzz"))
+                .args(["clippy", "--all-targets", "--target-dir"])
+                .arg(&target_dir)
+                .args(["--", "-D", "warnings"]),
+        )
     });
     // The probes have per-architecture register code under
     // `#[cfg(bpf_target_arch = ..)]` (set by tracer-user/build.rs for the host); lint

@@ -8,7 +8,7 @@ use anyhow::{Result, anyhow};
 use crate::{
     build, cmd,
     cmd::step,
-    fixtures, lint, paths, setup,
+    disk, fixtures, lint, paths, setup,
     summary::Summary,
     toolchains::{self, GoToolchain},
     vm,
@@ -29,6 +29,8 @@ pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
     let mut summary = Summary::default();
     let target = paths::target_dir(workspace_root);
     let fixtures_dir = target.join("go-fixtures");
+    step("checking free disk space ...");
+    disk::report(&target, disk::TEST_RUN_BYTES);
 
     let mut setup_result = None;
     let prepared = summary.record("setup", || {
@@ -41,6 +43,7 @@ pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
             fixtures::build_parser_fixtures(workspace_root, toolchains, &fixtures_dir)
         });
     if !prepared {
+        disk::explain_failure(&target);
         return summary.finish();
     }
     let toolchains = setup_result.map(|s| s.toolchains).unwrap_or_default();
@@ -64,7 +67,11 @@ pub fn run(workspace_root: &Path, filters: &[String]) -> Result<()> {
     });
     summary.record("VM test (aarch64)", || vm::check(workspace_root, vm::VmArch::Aarch64, &toolchains, filters));
     lint::run(workspace_root, &mut summary);
-    summary.finish()
+    let result = summary.finish();
+    if result.is_err() {
+        disk::explain_failure(&target);
+    }
+    result
 }
 
 fn cargo_test(workspace_root: &Path, env: &[(&str, OsString)]) -> Command {
