@@ -67,6 +67,13 @@ pub struct Options {
     #[arg(long, value_name = "DURATION|off", default_value = "30s", value_parser = parse_leak_scan)]
     pub leak_scan: LeakScanEvery,
 
+    /// Say who holds the primitive of each stuck goroutine found reachable:
+    /// one retaining path (global, goroutine stack or special, then heap
+    /// objects) in the JSON's `retained_by` and the TUI's detail view.
+    /// Costs the leak scan a map entry per marked heap object.
+    #[arg(long)]
+    pub explain_leaks: bool,
+
     /// Serve Prometheus/OpenMetrics metrics on http://ADDR/metrics
     /// (e.g. 127.0.0.1:9464), beside the TUI or JSON, or alone with --no-tui.
     /// `:PORT` listens on every IPv4 interface.

@@ -17,6 +17,7 @@ pub struct BinarySymbols {
     frames: HashMap<(u64, bool), Vec<Site>>,
     functions: HashMap<u64, Option<Arc<str>>>,
     deferred_calls: HashMap<u64, Option<Site>>,
+    globals: HashMap<u64, Option<Arc<str>>>,
 }
 
 impl BinarySymbols {
@@ -28,6 +29,7 @@ impl BinarySymbols {
             frames: HashMap::default(),
             functions: HashMap::default(),
             deferred_calls: HashMap::default(),
+            globals: HashMap::default(),
         }
     }
 }
@@ -58,6 +60,11 @@ impl Symbolizer for BinarySymbols {
             .entry(code_pc)
             .or_insert_with(|| binary.deferred_call(code_pc.wrapping_sub(bias)).map(Site::from))
             .clone()
+    }
+
+    fn global_at(&mut self, addr: u64) -> Option<Arc<str>> {
+        let (binary, bias) = (&self.binary, self.bias);
+        self.globals.entry(addr).or_insert_with(|| binary.global_name(addr.wrapping_sub(bias)).map(Arc::from)).clone()
     }
 
     fn function_at(&mut self, pc: u64) -> Option<Arc<str>> {

@@ -116,14 +116,14 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
     deep.parent_goid = Some(1);
     deep.blocked_for_s = Some(0.4);
     deep.blocked_at = Some(site("main.deepWorker", "main.go", 45));
-    deep.stack = Some(vec![
+    deep.details.get_or_insert_default().stack = Some(vec![
         runtime("runtime.gopark", "proc.go", 425),
         runtime("runtime.chanrecv", "chan.go", 664),
         runtime("runtime.chanrecv1", "chan.go", 506),
         site("main.deepWorker", "main.go", 45),
         runtime("runtime.goexit", "asm_amd64.s", 1700),
     ]);
-    deep.defer_chain = Some(vec![
+    deep.details.get_or_insert_default().defer_chain = Some(vec![
         DeferChainEntry { site: Some(site("main.deepWorker", "main.go", 42)), count: 2480 },
         DeferChainEntry { site: Some(site("main.deepWorker", "main.go", 37)), count: 20 },
     ]);
@@ -144,7 +144,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
     main.start_function = Some("main.main".into());
     main.blocked_for_s = Some(2.0);
     main.blocked_at = Some(site("main.main", "main.go", 131));
-    main.stack = Some(vec![
+    main.details.get_or_insert_default().stack = Some(vec![
         runtime("runtime.gopark", "proc.go", 425),
         runtime("runtime.selectgo", "select.go", 335),
         site("main.main", "main.go", 131),
@@ -162,7 +162,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
         g.stuck = true;
         g.leak_reason = Some("channel unreachable".into());
         g.unreachable_for_s = Some(9.0);
-        g.stack = Some(vec![
+        g.details.get_or_insert_default().stack = Some(vec![
             runtime("runtime.gopark", "proc.go", 425),
             runtime("runtime.chansend", "chan.go", 259),
             runtime("runtime.chansend1", "chan.go", 145),
@@ -210,6 +210,7 @@ pub fn snapshot_at(uptime: f64, pushed: u64) -> Snapshot {
             sample_goids: (20..30).collect(),
             growing: true,
             growth_per_min: 12.0,
+            retained_by: None,
         }],
         leak_scan: None,
         leak_after_s: 1.0,
@@ -238,7 +239,7 @@ pub fn many(n: u64) -> Snapshot {
             g.top_defer_site = Some(site.clone());
             g.created_by = Some(sites[0].clone());
             g.blocked_for_s = Some((goid % 97) as f64);
-            g.stack = Some(vec![runtime("runtime.gopark", "proc.go", 425), site]);
+            g.details.get_or_insert_default().stack = Some(vec![runtime("runtime.gopark", "proc.go", 425), site]);
             g
         })
         .collect();
@@ -269,6 +270,7 @@ pub fn app_leak(wait_reason: &str, created_line: Option<u32>, blocked_line: u32,
         sample_goids: vec![],
         growing: false,
         growth_per_min: 0.0,
+        retained_by: None,
     }
 }
 
@@ -361,6 +363,7 @@ pub fn one_goroutine() -> Snapshot {
             sample_goids: vec![20],
             growing: false,
             growth_per_min: 0.0,
+            retained_by: None,
         }],
         leak_scan: Some(LeakScanView::default()),
         leak_after_s: 30.0,

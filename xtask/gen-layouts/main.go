@@ -85,21 +85,31 @@ type reach struct {
 	MspanState     uint64 `json:"mspan_state"`
 	MspanSpanclass uint64 `json:"mspan_spanclass"`
 	MspanSpecials  uint64 `json:"mspan_specials"`
+	// freeindex and nelems are adjacent (uintptr up to 1.21, uint16 since):
+	// the reader takes their width from the distance between them.
+	MspanFreeindex uint64 `json:"mspan_freeindex"`
+	MspanNelems    uint64 `json:"mspan_nelems"`
+	MspanAllocBits uint64 `json:"mspan_alloc_bits"`
 	SpecialNext    uint64 `json:"special_next"`
 	SpecialOffset  uint64 `json:"special_offset"`
 	SpecialKind    uint64 `json:"special_kind"`
-	SudogSize      uint64 `json:"sudog_size"`
-	SudogC         uint64 `json:"sudog_c"`
-	SudogElem      uint64 `json:"sudog_elem"`
-	SudogWaitlink  uint64 `json:"sudog_waitlink"`
+	// The special kinds the collector treats as roots (markrootSpans);
+	// their values change between versions.
+	SpecialKindFinalizer  *int64 `json:"special_kind_finalizer"`
+	SpecialKindWeakHandle *int64 `json:"special_kind_weak_handle"`
+	SpecialKindCleanup    *int64 `json:"special_kind_cleanup"`
+	SudogSize             uint64 `json:"sudog_size"`
+	SudogC                uint64 `json:"sudog_c"`
+	SudogElem             uint64 `json:"sudog_elem"`
+	SudogWaitlink         uint64 `json:"sudog_waitlink"`
 	// The semaphore table (sema.go): semTabSize padded semaRoots, each a
 	// treap of sudogs (prev/next/parent) keyed by elem, same-elem waiters
 	// on waitlink. SemtableSize is the byte size of runtime.semTable.
-	SudogG         uint64 `json:"sudog_g"`
-	SudogPrev      uint64 `json:"sudog_prev"`
-	SudogNext      uint64 `json:"sudog_next"`
-	SemarootTreap  uint64 `json:"semaroot_treap"`
-	SemtableSize   uint64 `json:"semtable_size"`
+	SudogG        uint64 `json:"sudog_g"`
+	SudogPrev     uint64 `json:"sudog_prev"`
+	SudogNext     uint64 `json:"sudog_next"`
+	SemarootTreap uint64 `json:"semaroot_treap"`
+	SemtableSize  uint64 `json:"semtable_size"`
 	// moduledata: the data and bss ranges and their pointer masks (bitvector:
 	// n int32, bytedata *uint8), the precise global roots.
 	ModuledataData       uint64 `json:"moduledata_data"`
@@ -123,6 +133,11 @@ type reach struct {
 	// the address of the chunk's first object), never traced either.
 	PPcache       uint64 `json:"p_pcache"`
 	PagecacheSize uint64 `json:"pagecache_size"`
+	// p.xRegs (Go 1.26+, amd64 and arm64) and the size of runtime.xRegPerP:
+	// the scratch space where asynchronous preemption saves vector
+	// registers, which hold stale copies of pointers; bytes to Go's GC.
+	PXregs       *uint64 `json:"p_xregs"`
+	XregperpSize uint64  `json:"xregperp_size"`
 }
 
 type structInfo struct {
@@ -202,12 +217,13 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	}
 	want := map[string]bool{"runtime.g": true, "runtime.gobuf": true, "runtime.m": true, "runtime._defer": true, "runtime.stack": true,
 		"runtime.mheap": true, "runtime.mspan": true, "runtime.special": true, "runtime.sudog": true,
-		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true, "runtime.pageCache": true,
+		"runtime.moduledata": true, "runtime.p": true, "runtime.wbBuf": true, "runtime.gcWork": true, "runtime.pageCache": true, "runtime.xRegPerP": true,
 		"runtime.semaRoot": true}
 	var semtableSize int64
 	structs := map[string]structInfo{}
 	consts := map[string]int64{}
 	statuses := map[string]int64{}
+	specialKinds := map[string]int64{}
 	r := d.Reader()
 	for {
 		e, err := r.Next()
@@ -225,6 +241,9 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 				break
 			}
 			short := strings.TrimPrefix(name, "runtime.")
+			if strings.HasPrefix(name, "runtime._KindSpecial") {
+				specialKinds[short] = v
+			}
 			if strings.HasPrefix(name, "runtime.waitReason") {
 				consts[short] = v
 			} else if isStatusConst(short) {
@@ -267,8 +286,10 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 			structs[name] = si
 		}
 	}
+	// Structs only some versions have (absent: their fields are nil).
+	optional := map[string]bool{"runtime.xRegPerP": true}
 	for n := range want {
-		if structs[n].members == nil {
+		if structs[n].members == nil && !optional[n] {
 			return layout{}, fmt.Errorf("struct %s not in DWARF", n)
 		}
 	}
@@ -323,27 +344,33 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 	}
 	ms, sg, md := "runtime.mspan", "runtime.sudog", "runtime.moduledata"
 	l.Reach = reach{
-		GWaiting:       req(g, "waiting"),
-		MheapAllspans:  req("runtime.mheap", "allspans"),
-		MspanSize:      uint64(structs[ms].size),
-		MspanStart:     req(ms, "startAddr"),
-		MspanNpages:    req(ms, "npages"),
-		MspanElemsize:  req(ms, "elemsize"),
-		MspanState:     req(ms, "state"),
-		MspanSpanclass: req(ms, "spanclass"),
-		MspanSpecials:  req(ms, "specials"),
-		SpecialNext:    req("runtime.special", "next"),
-		SpecialOffset:  req("runtime.special", "offset"),
-		SpecialKind:    req("runtime.special", "kind"),
-		SudogSize:      uint64(structs[sg].size),
-		SudogC:         req(sg, "c"),
-		SudogElem:      req(sg, "elem"),
-		SudogWaitlink:  req(sg, "waitlink"),
-		SudogG:         req(sg, "g"),
-		SudogPrev:      req(sg, "prev"),
-		SudogNext:      req(sg, "next"),
-		SemarootTreap:  req("runtime.semaRoot", "treap"),
-		SemtableSize:   uint64(semtableSize),
+		GWaiting:              req(g, "waiting"),
+		MheapAllspans:         req("runtime.mheap", "allspans"),
+		MspanSize:             uint64(structs[ms].size),
+		MspanStart:            req(ms, "startAddr"),
+		MspanNpages:           req(ms, "npages"),
+		MspanElemsize:         req(ms, "elemsize"),
+		MspanState:            req(ms, "state"),
+		MspanSpanclass:        req(ms, "spanclass"),
+		MspanSpecials:         req(ms, "specials"),
+		MspanFreeindex:        req(ms, "freeindex"),
+		MspanNelems:           req(ms, "nelems"),
+		MspanAllocBits:        req(ms, "allocBits"),
+		SpecialNext:           req("runtime.special", "next"),
+		SpecialOffset:         req("runtime.special", "offset"),
+		SpecialKind:           req("runtime.special", "kind"),
+		SpecialKindFinalizer:  optConst(specialKinds, "_KindSpecialFinalizer"),
+		SpecialKindWeakHandle: optConst(specialKinds, "_KindSpecialWeakHandle"),
+		SpecialKindCleanup:    optConst(specialKinds, "_KindSpecialCleanup"),
+		SudogSize:             uint64(structs[sg].size),
+		SudogC:                req(sg, "c"),
+		SudogElem:             req(sg, "elem"),
+		SudogWaitlink:         req(sg, "waitlink"),
+		SudogG:                req(sg, "g"),
+		SudogPrev:             req(sg, "prev"),
+		SudogNext:             req(sg, "next"),
+		SemarootTreap:         req("runtime.semaRoot", "treap"),
+		SemtableSize:          uint64(semtableSize),
 
 		ModuledataData:       req(md, "data"),
 		ModuledataEdata:      req(md, "edata"),
@@ -363,6 +390,9 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 
 		PPcache:       req("runtime.p", "pcache"),
 		PagecacheSize: uint64(structs["runtime.pageCache"].size),
+
+		PXregs:       opt("runtime.p", "xRegs"),
+		XregperpSize: uint64(structs["runtime.xRegPerP"].size),
 	}
 	if semtableSize <= 0 {
 		missing = append(missing, "runtime.semTable")
@@ -400,6 +430,15 @@ func extract(minor int, full, arch, binary, goroot string) (layout, error) {
 		return layout{}, fmt.Errorf("no waitReasonStrings in %s", goroot)
 	}
 	return l, nil
+}
+
+// optConst is the constant's value, or nil when the binary's DWARF lacks it.
+func optConst(consts map[string]int64, name string) *int64 {
+	v, ok := consts[name]
+	if !ok {
+		return nil
+	}
+	return &v
 }
 
 // isStatusConst is the rule goruntime::layout::StatusCodes applies: `_G`

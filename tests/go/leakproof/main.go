@@ -16,12 +16,14 @@ import (
 	"bufio"
 	"bytes"
 	"os"
+	"reflect"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"deferscope.test/testutil"
 )
@@ -95,10 +97,40 @@ func leakWaitGroup(wg *sync.WaitGroup) {
 	wg.Wait() // SITE:leak-wg
 }
 
-func leakCond(c *sync.Cond) {
+func leakCond(c *sync.Cond, wake <-chan struct{}) {
 	ids <- testutil.Goid()
+	// Parked in a select of 16 cases a goroutine holds 16 sudogs; woken, it
+	// releases them to its P's sudog cache, and before Go 1.26 none forgets
+	// it (nothing clears sudog.g). Wait takes one back; the others stay
+	// cached, reachable, naming a Cond waiter (more than the goroutines
+	// parked later take), and must not pass for the waiter's own sudog,
+	// which only the Cond's notify list holds.
+	cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(wake)}}
+	for i := 1; i < 16; i++ {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(lifecycle)})
+	}
+	reflect.Select(cases)
 	c.L.Lock()
 	c.Wait() // SITE:leak-cond
+}
+
+// awaitParked returns once n goroutines are parked with wait reason
+// reason in function fn, from the runtime's own goroutine dump.
+func awaitParked(fn, reason string, n int) {
+	buf := make([]byte, 1<<20)
+	for {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		parked := 0
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "["+reason) && strings.Contains(g, "\n"+fn+"(") {
+				parked++
+			}
+		}
+		if parked >= n {
+			return
+		}
+		runtime.Gosched()
+	}
 }
 
 func stuckMutex() {
@@ -170,7 +202,10 @@ func spawnLeaks(done chan<- map[string][]uint64) {
 	wg.Add(1)
 	start("waitgroup", nWG, func() { leakWaitGroup(wg) })
 	c := sync.NewCond(new(sync.Mutex))
-	start("cond", nCond, func() { leakCond(c) })
+	wake := make(chan struct{})
+	start("cond", nCond, func() { leakCond(c, wake) })
+	awaitParked("main.leakCond", "select", nCond)
+	close(wake)
 	done <- got
 }
 
@@ -211,7 +246,7 @@ func main() {
 	}
 	runtime.GC()
 	testutil.Report(map[string]any{"event": "ready", "pid": os.Getpid(), "go": runtime.Version(),
-		"leaks": leaks, "stuck": stuck, "healthy": healthy,
+		"leaks": leaks, "stuck": stuck, "healthy": healthy, "holders": holders(),
 		"goleak_profile": pprof.Lookup("goroutineleak") != nil})
 
 	in := bufio.NewScanner(os.Stdin)
@@ -289,4 +324,19 @@ func blockedCount() int {
 		}
 	}
 	return count
+}
+
+// holders says, per stuck kind, which global holds its primitive: the
+// global's name and address, and the channel's address (the primitive's
+// heap object), or for the mutex the address of the Mutex itself (a global:
+// its sema word is the primitive).
+func holders() map[string]any {
+	chanAt := func(c *chan int) uint64 { return uint64(*(*uintptr)(unsafe.Pointer(c))) }
+	return map[string]any{
+		"lifecycle": map[string]any{"global": "main.lifecycle", "addr": uint64(uintptr(unsafe.Pointer(&lifecycle))),
+			"object": uint64(*(*uintptr)(unsafe.Pointer(&lifecycle)))},
+		"pool": map[string]any{"global": "main.pool", "addr": uint64(uintptr(unsafe.Pointer(&pool))),
+			"object": chanAt(&pool)},
+		"mutex": map[string]any{"global": "main.globalMu", "addr": uint64(uintptr(unsafe.Pointer(&globalMu)))},
+	}
 }

@@ -38,6 +38,46 @@ pub struct BlockSignature {
     pub tracking_seq: Option<u8>,
 }
 
+/// A retaining path in words, root first, one string per step, each
+/// starting with its kind (`global`, `goroutine N stack`, `special`, `heap`,
+/// `off-heap`, `unknown`) so that scripts can split on the first space; the
+/// primitive's step ends with " (primitive)". Globals are named by
+/// `.symtab` symbol (`global main.registry+0x18`) or, stripped, by section
+/// and offset (`global .bss+0x1234`); a stack by the frame's function and
+/// line (pclntab, stripped or not); heap objects by address, size and the
+/// offset of the word pointing onwards.
+pub(crate) fn describe_retaining_path(path: &[RetainStep], sym: &mut dyn Symbolizer) -> Vec<String> {
+    let mut words: Vec<String> = Vec::with_capacity(path.len());
+    for step in path {
+        words.push(match *step {
+            RetainStep::Global { addr } => match sym.global_at(addr) {
+                Some(name) => format!("global {name}"),
+                None => format!("global {addr:#x}"),
+            },
+            RetainStep::Stack { goid, frame: None } => format!("goroutine {goid} stack"),
+            RetainStep::Stack { goid, frame: Some((pc, is_return_address)) } => {
+                match sym.frames(pc, is_return_address).last() {
+                    Some(site) => format!("goroutine {goid} stack: {} ({}:{})", site.function, site.file, site.line),
+                    None => format!("goroutine {goid} stack: pc {pc:#x}"),
+                }
+            }
+            RetainStep::Special { addr } => format!("special {addr:#x}"),
+            RetainStep::Object { start, size, offset } => format!("heap {start:#x} ({size} B) +{offset:#x}"),
+            // A primitive outside the heap is a global's word (a global
+            // sync.Mutex) or off-heap memory: named when it is a global.
+            RetainStep::OffHeap { addr } => match sym.global_at(addr) {
+                Some(name) => format!("global {name}"),
+                None => format!("off-heap {addr:#x}"),
+            },
+            RetainStep::Unknown { addr } => format!("unknown {addr:#x}"),
+        });
+    }
+    if let Some(last) = words.last_mut() {
+        last.push_str(" (primitive)");
+    }
+    words
+}
+
 /// The block a goroutine is in, as far as deferscope can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -63,7 +103,9 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::process::reachability::{LeakScan, ParkSignature};
+use crate::process::reachability::{LeakScan, ParkSignature, RetainStep};
+
+use super::Symbolizer;
 
 /// A leak proof: the goroutine's primitive was unreachable in two
 /// consecutive scans, with the goroutine unchanged.

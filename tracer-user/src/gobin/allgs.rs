@@ -44,6 +44,28 @@ impl Accesses {
             self.atomic_stores.iter().rev().copied().find(|&a| is_data(a) && !self.plain.contains(&a) && !in_header(a));
         Some((allgs, allglen))
     }
+
+    /// Every writable X whose X, X+8 and X+16 are all accessed: the slice
+    /// headers the code appends to or reslices.
+    pub(crate) fn slice_headers(&self, is_data: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        let accessed = |x: u64, off: u64| x.checked_add(off).is_some_and(|a| self.plain.contains(&a));
+        self.plain.iter().copied().filter(|&x| is_data(x) && accessed(x, 8) && accessed(x, 16)).collect()
+    }
+
+    /// Targets of atomic stores that the code also reads with an ordinary
+    /// load (`mp.alllink = allm; atomicstorep(&allm, mp)`).
+    pub(crate) fn read_then_atomically_stored(&self, is_data: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        let mut out: Vec<u64> =
+            self.atomic_stores.iter().copied().filter(|&a| is_data(a) && self.plain.contains(&a)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Whether the code reads or writes `addr` with an ordinary load/store.
+    pub(crate) fn reads(&self, addr: u64) -> bool {
+        self.plain.contains(&addr)
+    }
 }
 
 pub(crate) fn amd64_accesses(code: &[u8], entry: u64) -> Accesses {

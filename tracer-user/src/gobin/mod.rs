@@ -30,6 +30,7 @@ mod moduledata;
 mod pclntab;
 mod prologue;
 mod reader;
+mod stackmap;
 #[cfg(test)]
 pub(crate) mod tests;
 mod wrappers;
@@ -38,6 +39,7 @@ use std::{borrow::Cow, path::Path};
 
 pub(crate) use dwarf::DwarfFacts;
 pub use elf::LoadSegment;
+pub use stackmap::{FrameMaps, PointerMap, StackObject};
 
 use elf::ElfInfo;
 use image::{Image, SHF_EXECINSTR, SectionHeader};
@@ -562,19 +564,94 @@ impl GoBinary {
             .collect()
     }
 
-    /// Static address of `runtime.firstmoduledata`, if it was found.
-    /// `runtime.allp` (the `[]*p` of every P), from the symbol table: None
-    /// when stripped.
+    /// Names the global holding static address `addr`: `main.registry+0x18`
+    /// from `.symtab`, or stripped (no data symbols to go by) the section and
+    /// the offset in it, `.bss+0x1234`. None outside every section.
+    pub fn global_name(&self, addr: u64) -> Option<String> {
+        if let Some(symtab) = &self.elf.symtab {
+            // A linear pass: called for the few roots of retaining paths, and
+            // cached by the caller.
+            let holder = symtab
+                .iter()
+                .filter(|(_, sym)| !sym.is_func && sym.addr <= addr && addr < sym.addr.saturating_add(sym.size.max(1)))
+                // The innermost sized symbol; zero-sized markers
+                // (`runtime.bss`, `runtime.edata`, ...) only when nothing else
+                // holds the address.
+                .min_by_key(|(_, sym)| (sym.size == 0, sym.size));
+            if let Some((name, sym)) = holder {
+                return Some(format!("{name}+{:#x}", addr - sym.addr));
+            }
+        }
+        self.elf
+            .sections
+            .iter()
+            .find(|s| s.addr != 0 && s.addr <= addr && addr < s.addr.saturating_add(s.size))
+            .map(|s| format!("{}+{:#x}", s.name, addr - s.addr))
+    }
+
+    /// `runtime.allp` (the `[]*p` of every P), from `.symtab` or, stripped,
+    /// from code (`allp_from_code`).
     pub fn allp_location(&self) -> Option<u64> {
-        self.elf.symbol("runtime.allp").map(|sym| sym.addr)
+        match self.elf.symbol("runtime.allp") {
+            Some(sym) => Some(sym.addr),
+            None => self.allp_from_code(),
+        }
+    }
+
+    /// `allp_location` for stripped binaries: `runtime.procresize` appends
+    /// to or reslices several global slices (`allp`, `idlepMask`,
+    /// `timerpMask`, …: their X, X+8 and X+16 are accessed); `allp` is the
+    /// one of them whose length both `runtime.retake` and
+    /// `runtime.checkdead` read (`for i := 0; i < len(allp); i++`).
+    pub fn allp_from_code(&self) -> Option<u64> {
+        let accesses = |name: &str| {
+            let (entry, end) = self.located(name).ok()?;
+            let code = self.code(entry, end).ok()?;
+            Some(match self.elf.arch {
+                Arch::X86_64 => allgs::amd64_accesses(&code, entry),
+                Arch::Aarch64 => allgs::arm64_accesses(&code, entry),
+            })
+        };
+        let is_data =
+            |a: u64| self.elf.segments.iter().any(|s| s.is_writable() && a >= s.vaddr && a - s.vaddr < s.memsz);
+        let headers = accesses("runtime.procresize")?.slice_headers(&is_data);
+        let (retake, checkdead) = (accesses("runtime.retake")?, accesses("runtime.checkdead")?);
+        let read_len = |x: &u64| retake.reads(x + 8) && checkdead.reads(x + 8);
+        match headers.iter().filter(|x| read_len(x)).collect::<Vec<_>>().as_slice() {
+            [one] => Some(**one),
+            _ => None,
+        }
     }
 
     /// `runtime.allm` (the list of every M), from the symbol table: None
     /// when stripped.
     pub fn allm_location(&self) -> Option<u64> {
-        self.elf.symbol("runtime.allm").map(|sym| sym.addr)
+        match self.elf.symbol("runtime.allm") {
+            Some(sym) => Some(sym.addr),
+            None => self.allm_from_code(),
+        }
     }
 
+    /// `allm_location` for stripped binaries: `runtime.mcommoninit` links a
+    /// new M at the head of the list (`mp.alllink = allm` then
+    /// `atomicstorep(unsafe.Pointer(&allm), unsafe.Pointer(mp))`): `allm`
+    /// is the one global it both loads and stores atomically.
+    pub fn allm_from_code(&self) -> Option<u64> {
+        let (entry, end) = self.located("runtime.mcommoninit").ok()?;
+        let code = self.code(entry, end).ok()?;
+        let accesses = match self.elf.arch {
+            Arch::X86_64 => allgs::amd64_accesses(&code, entry),
+            Arch::Aarch64 => allgs::arm64_accesses(&code, entry),
+        };
+        let is_data =
+            |a: u64| self.elf.segments.iter().any(|s| s.is_writable() && a >= s.vaddr && a - s.vaddr < s.memsz);
+        match accesses.read_then_atomically_stored(&is_data).as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    }
+
+    /// Static address of `runtime.firstmoduledata`, if it was found.
     pub fn moduledata_location(&self) -> Option<u64> {
         self.moduledata.map(|m| m.vaddr)
     }

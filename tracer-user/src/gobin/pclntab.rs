@@ -187,6 +187,18 @@ impl<'a> Func<'a> {
     pub fn pcln(&self) -> Option<u32> {
         self.u32f(24)
     }
+    /// Size of the arguments in bytes (`abi.ArgsSizeUnknown`: unknown).
+    pub fn args(&self) -> Option<i32> {
+        i32_at(self.tab, self.off.checked_add(8)?)
+    }
+    /// Offset of the SP-delta table (frame size at each PC).
+    pub fn pcsp(&self) -> Option<u32> {
+        self.u32f(16)
+    }
+    /// `abi.FuncFlag`: top frame, SP write, assembly.
+    pub fn flag(&self) -> Option<u8> {
+        u8_at(self.tab, self.off.checked_add(self.tail() + 1)?)
+    }
     fn npcdata(&self) -> Option<u32> {
         self.u32f(28)
     }
@@ -204,13 +216,13 @@ impl<'a> Func<'a> {
     fn nfuncdata(&self) -> Option<u8> {
         u8_at(self.tab, self.off.checked_add(self.tail() + 3)?)
     }
-    fn pcdata(&self, i: u32) -> Option<u32> {
+    pub(crate) fn pcdata(&self, i: u32) -> Option<u32> {
         if i >= self.npcdata()? {
             return None;
         }
         self.u32f(self.tail() + 4 + 4 * i as usize)
     }
-    fn funcdata(&self, i: u32) -> Option<u32> {
+    pub(crate) fn funcdata(&self, i: u32) -> Option<u32> {
         if i >= u32::from(self.nfuncdata()?) {
             return None;
         }

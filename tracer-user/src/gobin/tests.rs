@@ -390,6 +390,30 @@ fn semtable_from_code_matches_symtab() {
     }
 }
 
+/// `runtime.allp` decoded from code equals `.symtab`'s,
+/// and stripped variants shift by the same amount as their module data.
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn allp_from_code_matches_symtab() {
+    let fx = fixtures();
+    for ((full, _), variants) in grouped(&fx) {
+        for (f, b) in variants.values() {
+            let ctx = f.path.display();
+            let allp = b.allp_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.allp not found in code"));
+            if let Some(sym) = b.elf.symbol("runtime.allp") {
+                assert_eq!(allp, sym.addr, "{ctx}: allp");
+            }
+            assert_eq!(b.allp_location(), Some(allp), "{ctx}");
+        }
+        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
+            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
+            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
+            let (pa, ps) = (ba.allp_location().expect("allp"), bs.allp_location().expect("allp"));
+            assert_eq!(ps.wrapping_sub(pa), shift, "{full} {a}/{s}");
+        }
+    }
+}
+
 // ---- malformed input -----------------------------------------------------
 
 #[test]
@@ -634,4 +658,54 @@ fn pclntab_scan_at_the_top_of_the_address_space() {
     tab.extend_from_slice(&[0; 24]); // functab at 80: 2 entries, then a _func
     assert!(Header::locate(&tab, &mapped_at(&tab, 0x40_0000)).expect("scan").is_some(), "a valid header");
     assert!(Header::locate(&tab, &mapped_at(&tab, u64::MAX - 3)).expect("scan").is_none());
+}
+
+/// `runtime.allm` decoded from code equals `.symtab`'s, and stripped
+/// variants shift by the same amount as their module data.
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn allm_from_code_matches_symtab() {
+    let fx = fixtures();
+    for ((full, _), variants) in grouped(&fx) {
+        for (f, b) in variants.values() {
+            let ctx = f.path.display();
+            let allm = b.allm_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.allm not found in code"));
+            if let Some(sym) = b.elf.symbol("runtime.allm") {
+                assert_eq!(allm, sym.addr, "{ctx}: allm");
+            }
+            assert_eq!(b.allm_location(), Some(allm), "{ctx}");
+        }
+        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
+            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
+            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
+            let (ma, ms) = (ba.allm_location().expect("allm"), bs.allm_location().expect("allm"));
+            assert_eq!(ms.wrapping_sub(ma), shift, "{full} {a}/{s}");
+        }
+    }
+}
+
+/// The pointer maps a precise stack scan reads, at the call every parked
+/// goroutine's innermost frame stops on (`runtime.gopark` calling `mcall`)
+/// and at the outermost frame (`runtime.goexit`), on every fixture.
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn frame_maps_at_gopark_and_goexit() {
+    let fx = fixtures();
+    for variants in grouped(&fx).values() {
+        for (f, b) in variants.values() {
+            let ctx = f.path.display();
+            let parks = b.call_return_points("runtime.gopark", "runtime.mcall").expect("gopark");
+            assert!(!parks.is_empty(), "{ctx}: no mcall in gopark");
+            for p in parks {
+                let m = b.frame_maps(p.vaddr).unwrap_or_else(|| panic!("{ctx}: no frame maps at {:#x}", p.vaddr));
+                assert!(m.sp_delta >= 16 && m.sp_delta % 8 == 0, "{ctx}: gopark frame of {} bytes", m.sp_delta);
+                assert!(m.unsupported.is_none() && !m.top && !m.spwrite, "{ctx}: {m:?}");
+                assert!(m.locals.is_some(), "{ctx}: gopark without a locals map");
+            }
+            let goexit = b.function_entry("runtime.goexit").expect("goexit");
+            // Goroutines return into goexit one instruction past its entry.
+            let m = b.frame_maps(goexit + 4).unwrap_or_else(|| panic!("{ctx}: no frame maps in goexit"));
+            assert!(m.top, "{ctx}: goexit is not the top frame");
+        }
+    }
 }

@@ -31,6 +31,8 @@ pub(crate) const STRUCTS: &[&str] = &[
     "runtime.pageCache",
     "runtime.semaRoot",
     "runtime.semTable",
+    // Go 1.26+ only (the P's vector-register scratch).
+    "runtime.xRegPerP",
 ];
 
 static TABLE_JSON: &str = include_str!("layouts.json");
@@ -108,11 +110,30 @@ pub(crate) struct ReachLayout {
     pub mspan_state: u64,
     pub mspan_spanclass: u64,
     pub mspan_specials: u64,
+    /// `mspan.freeindex` and `mspan.nelems`, adjacent: uintptr up to Go
+    /// 1.21, uint16 since (their width is `mspan_nelems - mspan_freeindex`).
+    /// With `mspan.allocBits` (a `*gcBits`, one bit per object) they say
+    /// which slots are free (`(*mspan).isFree`).
+    pub mspan_freeindex: u64,
+    pub mspan_nelems: u64,
+    pub mspan_alloc_bits: u64,
     pub special_next: u64,
     /// `special.offset`: uint16 up to Go 1.21, uintptr since (its width is
     /// `special_kind - special_offset`).
     pub special_offset: u64,
     pub special_kind: u64,
+    /// The `_KindSpecial*` values of the specials Go's collector treats as
+    /// roots (`markrootSpans`: a finalizer's object is scanned and its
+    /// function is a root; a weak handle's and a cleanup's record is a
+    /// root); every other kind (profiling records, pin counters, ...) is
+    /// not. They change between versions. None: not in this binary's DWARF
+    /// (then every special counts as a root, errs towards reachable).
+    #[serde(default)]
+    pub special_kind_finalizer: Option<i64>,
+    #[serde(default)]
+    pub special_kind_weak_handle: Option<i64>,
+    #[serde(default)]
+    pub special_kind_cleanup: Option<i64>,
     pub sudog_size: u64,
     pub sudog_c: u64,
     pub sudog_elem: u64,
@@ -153,6 +174,14 @@ pub(crate) struct ReachLayout {
     /// uintptr to a heap chunk (often equal to the chunk's first object).
     pub p_pcache: u64,
     pub pagecache_size: u64,
+    /// `p.xRegs` (Go 1.26+ on amd64 and arm64) and the size of
+    /// `runtime.xRegPerP`: where asynchronous preemption saves the vector
+    /// registers, stale copies of pointers among them (a `sync.Cond` seen
+    /// kept alive by one); bytes to Go's GC, which never traces them.
+    #[serde(default)]
+    pub p_xregs: Option<u64>,
+    #[serde(default)]
+    pub xregperp_size: u64,
 }
 
 /// `g.atomicstatus` values by constant name (`_Grunning` → 2), as this
@@ -346,7 +375,11 @@ impl RuntimeLayout {
             defer_open_defer: member(d, "openDefer"),
             defer_rangefunc: member(d, "rangefunc"),
             defer_head: member(d, "head"),
-            reach: reach_from_dwarf(&member, &|st: &str| s.get(st).map(|x| x.0).filter(|&n| n > 0)),
+            reach: reach_from_dwarf(
+                &member,
+                &|st: &str| s.get(st).map(|x| x.0).filter(|&n| n > 0),
+                &facts.runtime_consts,
+            ),
             g_statuses,
             wait_reasons: wait_reasons_from_dwarf(&facts.runtime_consts, version, binary_strings),
             source: "dwarf".to_string(),
@@ -401,7 +434,9 @@ impl RuntimeLayout {
 fn reach_from_dwarf(
     member: &dyn Fn(&str, &str) -> Option<u64>,
     size: &dyn Fn(&str) -> Option<u64>,
+    consts: &[(String, i64)],
 ) -> Option<ReachLayout> {
+    let constant = |name: &str| consts.iter().find(|(n, _)| n == name).map(|&(_, v)| v);
     let (ms, sg, sp, md) = ("runtime.mspan", "runtime.sudog", "runtime.special", "runtime.moduledata");
     Some(ReachLayout {
         g_waiting: member("runtime.g", "waiting")?,
@@ -413,9 +448,15 @@ fn reach_from_dwarf(
         mspan_state: member(ms, "state")?,
         mspan_spanclass: member(ms, "spanclass")?,
         mspan_specials: member(ms, "specials")?,
+        mspan_freeindex: member(ms, "freeindex")?,
+        mspan_nelems: member(ms, "nelems")?,
+        mspan_alloc_bits: member(ms, "allocBits")?,
         special_next: member(sp, "next")?,
         special_offset: member(sp, "offset")?,
         special_kind: member(sp, "kind")?,
+        special_kind_finalizer: constant("_KindSpecialFinalizer"),
+        special_kind_weak_handle: constant("_KindSpecialWeakHandle"),
+        special_kind_cleanup: constant("_KindSpecialCleanup"),
         sudog_size: size(sg)?,
         sudog_c: member(sg, "c")?,
         sudog_elem: member(sg, "elem")?,
@@ -440,6 +481,8 @@ fn reach_from_dwarf(
         m_alllink: member("runtime.m", "alllink")?,
         p_pcache: member("runtime.p", "pcache")?,
         pagecache_size: size("runtime.pageCache")?,
+        p_xregs: member("runtime.p", "xRegs"),
+        xregperp_size: size("runtime.xRegPerP").unwrap_or(0),
     })
 }
 
@@ -546,6 +589,14 @@ mod tests {
                 assert_eq!(ra.semtable_size, 251 * 64, "go1.{minor}");
                 assert!(matches!(rb.semtable_size, 16064 | 32128), "go1.{minor}: {}", rb.semtable_size);
                 rb.semtable_size = ra.semtable_size;
+                // So does the vector-register scratch (Go 1.26+): amd64's
+                // AVX registers against arm64's NEON ones; same offset.
+                assert_eq!(ra.p_xregs, rb.p_xregs, "go1.{minor}");
+                assert_eq!(ra.p_xregs.is_some(), minor >= 26, "go1.{minor}");
+                if ra.p_xregs.is_some() {
+                    assert_eq!((ra.xregperp_size, rb.xregperp_size), (2120, 520), "go1.{minor}");
+                }
+                rb.xregperp_size = ra.xregperp_size;
             }
             assert_eq!(a, b, "go1.{minor}: arm64 layout differs from amd64");
             a.check_bounds().unwrap_or_else(|e| panic!("go1.{minor}: {e}"));

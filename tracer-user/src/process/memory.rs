@@ -121,6 +121,12 @@ pub fn field_u32(buf: &[u8], off: u64) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
+pub fn field_u16(buf: &[u8], off: u64) -> Option<u16> {
+    let off = usize::try_from(off).ok()?;
+    let bytes = buf.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes(bytes.try_into().ok()?))
+}
+
 pub fn field_u8(buf: &[u8], off: u64) -> Option<u8> {
     buf.get(usize::try_from(off).ok()?).copied()
 }

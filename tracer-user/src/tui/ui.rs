@@ -308,6 +308,44 @@ mod tests {
         insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
     }
 
+    /// The test snapshot with its leaked goroutines and group turned into
+    /// stuck ones found reachable, each with a six-step retaining path.
+    fn stuck_with_paths() -> Arc<crate::aggregate::model::Snapshot> {
+        let mut s = test_support::snapshot();
+        let mut held = vec!["global main.registry+0x18".to_owned()];
+        held.extend((1..5).map(|k| format!("heap 0xc0000{k}0000 ({} B) +0x8", 16 * k)));
+        held.push("heap 0xc000050000 (96 B) +0x0 (primitive)".to_owned());
+        for g in s.goroutines.iter_mut().filter(|g| g.leaked) {
+            g.leaked = false;
+            g.leak_reason = Some("reachable: could still be woken".into());
+            g.unreachable_for_s = None;
+            g.details.get_or_insert_default().retained_by = Some(held.clone());
+        }
+        for l in &mut s.leaks {
+            l.verdict = crate::aggregate::model::Verdict::Stuck;
+            l.retained_by = Some(held.clone());
+        }
+        s.totals.goroutines_stuck += s.totals.goroutines_leaked;
+        s.totals.goroutines_leaked = 0;
+        Arc::new(s)
+    }
+
+    #[test]
+    fn stuck_group_detail_says_who_holds_it() {
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(stuck_with_paths());
+        keys(&mut app, "\t\n");
+        insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
+    }
+
+    #[test]
+    fn stuck_goroutine_detail_says_who_holds_it() {
+        let mut app = App::new(test_support::settings());
+        app.on_snapshot(stuck_with_paths());
+        keys(&mut app, "/leakyProducer\n\n");
+        insta::assert_snapshot!(screen(&mut app, 160, 45).backend());
+    }
+
     #[test]
     fn help() {
         let mut app = app();

@@ -15,7 +15,7 @@
 //! `g.waiting` sudogs (Go's own leak check hides the same words).
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::{MAX_SUDOGS, Reader, ScanError};
+use super::{MAX_SUDOGS, Masked, Reader, ScanError, StructKind};
 use crate::{
     goruntime::layout::ReachLayout,
     process::memory::{ReadMemory, field_u64},
@@ -24,20 +24,17 @@ use crate::{
 /// `semTabSize` in `runtime/sema.go` (251 in every supported version).
 pub(super) const SEMTAB_SIZE: u64 = 251;
 
-/// Masks the `c` and `elem` words of the sudog at `sg` (and, since Go 1.26,
-/// the `uintptr` copy that follows each: they are `maybeTraceablePtr`s).
-pub(super) fn mask_sudog(reach: &ReachLayout, sg: u64, masked: &mut HashSet<u64>) {
-    for off in [reach.sudog_c, reach.sudog_elem] {
-        masked.insert(sg + off);
-        if off + 16 <= reach.sudog_size {
-            masked.insert(sg + off + 8);
-        }
-    }
+/// The offsets of a sudog's words never traced: `c` and `elem` (and, since
+/// Go 1.26, the `uintptr` copy that follows each: they are
+/// `maybeTraceablePtr`s).
+pub(super) fn sudog_masked_words(reach: &ReachLayout) -> [Option<u64>; 4] {
+    let second = |off: u64| Some(off + 8).filter(|_| off + 16 <= reach.sudog_size);
+    [Some(reach.sudog_c), second(reach.sudog_c), Some(reach.sudog_elem), second(reach.sudog_elem)]
 }
 
 /// The semaphore waiters: `g` address → the semaphore address it waits
-/// on. Every sudog found has its `c` and `elem` masked and goes to
-/// `runtime_structs` (the slack of its heap object is never traced either).
+/// on. Every sudog found goes to `masked`: its `c` and `elem` and the slack
+/// of its heap object are never traced.
 ///
 /// The target runs while the table is read: a sudog whose `elem` does not
 /// hash to the root it was found under (`semroot`: `(addr >> 3) % 251`), or
@@ -48,8 +45,7 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
     reader: &mut Reader<'_, M>,
     reach: &ReachLayout,
     semtable: u64,
-    masked: &mut HashSet<u64>,
-    runtime_structs: &mut super::RuntimeStructs,
+    masked: &mut Masked,
 ) -> Result<HashMap<u64, u64>, ScanError> {
     let stride = reach.semtable_size / SEMTAB_SIZE;
     // A root is a padded semaRoot: a cache line or two, never pages.
@@ -81,8 +77,7 @@ pub(super) fn semtable_waiters<M: ReadMemory>(
                 chain += 1;
                 let g = field_u64(&rec, reach.sudog_g).unwrap_or(0);
                 if g != 0 && field_u64(&rec, reach.sudog_elem) == Some(elem) {
-                    mask_sudog(reach, sg, masked);
-                    runtime_structs.push((sg, reach.sudog_size));
+                    masked.add_struct(sg, StructKind::Sudog);
                     if waiters.insert(g, elem).is_some_and(|prev| prev != elem) {
                         torn.insert(g);
                     }

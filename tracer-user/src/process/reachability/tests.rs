@@ -82,9 +82,15 @@ impl Fake {
             mspan_state: 0x70,
             mspan_spanclass: 0x60,
             mspan_specials: 0x58,
+            mspan_freeindex: 0x30,
+            mspan_nelems: 0x32,
+            mspan_alloc_bits: 0x78,
             special_next: 0,
             special_offset: 8,
             special_kind: 16,
+            special_kind_finalizer: Some(1),
+            special_kind_weak_handle: Some(2),
+            special_kind_cleanup: Some(6),
             sudog_size: 0x58,
             sudog_c: 0x50,
             sudog_elem: 0x10,
@@ -109,6 +115,8 @@ impl Fake {
             m_alllink: 0x150,
             p_pcache: 0x280,
             pagecache_size: 0x18,
+            p_xregs: Some(0x2a0),
+            xregperp_size: 0x50,
         });
         let mut mem = FakeMem::default();
         for (addr, len) in [
@@ -147,6 +155,7 @@ impl Fake {
             globals: vec![(GLOBALS, GLOBALS + 0x100)],
             moduledata: None,
             allp: None,
+            frames: None,
             allm: None,
             max_bytes_per_s: 0,
             explain: true,
@@ -352,7 +361,7 @@ fn cond_waiters_are_proven_through_their_sudog() {
     let r = f.target.layout.reach.clone().expect("reach");
     // Two waiters on a notify list inside object 30 nobody holds (head →
     // first sudog → next → second).
-    let g40 = f.goroutine(40, "_Gwaiting", "sync.Cond.Wait", &[]);
+    let g40 = f.goroutine(40, "_Gwaiting", "sync.Cond.Wait", &[0, 0]);
     let g41 = f.goroutine(41, "_Gwaiting", "sync.Cond.Wait", &[]);
     let (s40, s41) = (f.sema_sudog(g40, 0), f.sema_sudog(g41, 0));
     f.mem.put(obj(30), s40);
@@ -370,6 +379,17 @@ fn cond_waiters_are_proven_through_their_sudog() {
     let stale = f.sema_sudog(g40, 0);
     f.mem.put(GLOBALS + 0x20, stale);
     assert_eq!(f.unreachable(), vec![(41, "cond unreachable")]);
+    // Unless g40's own stack names its live sudog (`notifyListWait`'s `s`,
+    // kept across the park): the stale look-alike is then no primitive.
+    let l = &f.target.layout;
+    let mut sp = [0; 8];
+    f.mem.read_exact(g40 + l.g_sched + l.gobuf_sp, &mut sp).expect("sp");
+    f.mem.put(u64::from_le_bytes(sp), s40);
+    assert_eq!(f.unreachable(), vec![(40, "cond unreachable"), (41, "cond unreachable")]);
+    // Its stack naming the stale one too (a dead slot): errs towards
+    // reachable, and g40's stack, a root then, reaches g41's sudog.
+    f.mem.put(u64::from_le_bytes(sp) + 8, stale);
+    assert_eq!(f.unreachable(), vec![]);
 }
 
 #[test]
@@ -394,11 +414,22 @@ fn specials_are_roots() {
     let g = f.goroutine(10, "_Gwaiting", "chan receive", &[]);
     f.wait_on(g, &[obj(2)], false);
     assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
-    // A finalizer on object 5, which holds the channel.
+    // A heap profile sample on object 5, which holds the channel: not a
+    // root (Go's markrootSpans ignores it).
     let r = f.target.layout.reach.clone().expect("reach");
     f.mem.put(obj(5) + 24, obj(2));
     f.mem.put(SPECIAL + r.special_offset, 5 * 64);
+    f.mem.put_bytes(SPECIAL + r.special_kind, &[3]);
     f.mem.put(SPANS + r.mspan_specials, SPECIAL);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // A finalizer on it: its contents are roots.
+    f.mem.put_bytes(SPECIAL + r.special_kind, &[1]);
+    assert_eq!(f.unreachable(), vec![]);
+    // A finalizer on the channel itself: scanned, not marked.
+    f.mem.put(SPECIAL + r.special_offset, 2 * 64);
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // Kinds unknown for this binary: every special's object is a root.
+    f.target.layout.reach.as_mut().expect("reach").special_kind_finalizer = None;
     assert_eq!(f.unreachable(), vec![]);
 }
 
@@ -517,6 +548,10 @@ fn gc_buffers_of_each_p_are_no_pointers() {
     // chunk's first object.
     f.mem.put(P + r.p_pcache, obj(2));
     assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
+    // And the vector registers saved by asynchronous preemption.
+    let xregs = r.p_xregs.expect("xRegs");
+    f.mem.put(P + xregs + 0x40, obj(2));
+    assert_eq!(f.unreachable(), vec![(10, "channel unreachable")]);
     // Any other word of the P is a pointer.
     f.mem.put(P + r.p_gcw + r.gcwork_size, obj(2));
     assert_eq!(f.unreachable(), vec![]);
@@ -537,14 +572,26 @@ fn retaining_paths_name_the_root_and_each_object() {
     assert_eq!(
         path(10),
         Some(vec![
-            format!("global {:#x}", GLOBALS + 8),
-            format!("{:#x} (64 B)+0x10", obj(0)),
-            format!("{:#x} (64 B)+0x8", obj(1)),
+            RetainStep::Global { addr: GLOBALS + 8 },
+            RetainStep::Object { start: obj(0), size: 64, offset: 0x10 },
+            RetainStep::Object { start: obj(1), size: 64, offset: 0x8 },
         ])
     );
-    // g10's stack: its one word sits 16 bytes below the top (no frame
-    // records in this fake stack).
-    assert_eq!(path(11), Some(vec!["goroutine 10 stack, hi-0x10".to_owned(), format!("{:#x} (64 B)+0x0", obj(6))]));
+    // g10's stack: no frame records in this fake stack.
+    assert_eq!(
+        path(11),
+        Some(vec![
+            RetainStep::Stack { goid: 10, frame: None },
+            RetainStep::Object { start: obj(6), size: 64, offset: 0 }
+        ])
+    );
+    // A primitive outside the heap (a global Mutex's sema word) is
+    // reachable by assumption: its path is that address alone.
+    let g12 = f.goroutine(12, "_Gwaiting", "sync.Mutex.Lock", &[]);
+    f.wait_on(g12, &[GLOBALS + 0x24], true);
+    let scan = super::scan(&f.mem, &f.target);
+    let path = |goid| scan.retained_by.iter().find(|(g, _)| *g == goid).map(|(_, p)| p.clone());
+    assert_eq!(path(12), Some(vec![RetainStep::OffHeap { addr: GLOBALS + 0x24 }]));
     // Off by default: nothing recorded.
     f.target.explain = false;
     let quiet = super::scan(&f.mem, &f.target);
@@ -585,4 +632,47 @@ fn g_stack_bounds_and_sudog_slack_are_no_pointers() {
     // Any other word of the g0 still counts.
     f.mem.put(G0 + l.g_stack_hi + 8, obj(2));
     assert_eq!(f.unreachable(), vec![]);
+}
+
+/// A free slot of an in-use span (at or past `freeindex`, its `allocBits`
+/// bit clear) holds stale words: like Go's collector, the scan neither
+/// marks nor scans it. A primitive in a free slot can only be a torn read:
+/// it proves nothing.
+#[test]
+fn free_slots_are_neither_marked_nor_scanned() {
+    const ALLOC_BITS: u64 = 0x90_0000;
+    let mut f = Fake::new();
+    let r = f.target.layout.reach.clone().expect("reach");
+    f.mem.map(ALLOC_BITS, 0x100);
+    // The scan span: 128 objects, allocated below 40 and where a bit is set
+    // (object 50: bit 2 of byte 6).
+    f.mem.put_bytes(SPANS + r.mspan_freeindex, &40u16.to_le_bytes());
+    f.mem.put_bytes(SPANS + r.mspan_nelems, &128u16.to_le_bytes());
+    f.mem.put(SPANS + r.mspan_alloc_bits, ALLOC_BITS);
+    f.mem.put_bytes(ALLOC_BITS + 6, &[1 << 2]);
+    // Globals → free object 61 (a stale pointer) → channel 2.
+    f.mem.put(GLOBALS, obj(61));
+    f.mem.put(obj(61), obj(2));
+    // Globals → allocated object 50 → channel 3.
+    f.mem.put(GLOBALS + 8, obj(50));
+    f.mem.put(obj(50) + 8, obj(3));
+    // Globals → object 30, below freeindex: allocated whatever its bit → channel 4.
+    f.mem.put(GLOBALS + 16, obj(30));
+    f.mem.put(obj(30), obj(4));
+
+    let g40 = f.goroutine(40, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g40, &[obj(2)], false);
+    let g41 = f.goroutine(41, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g41, &[obj(3)], false);
+    let g42 = f.goroutine(42, "_Gwaiting", "chan send", &[]);
+    f.wait_on(g42, &[obj(4)], false);
+    let g43 = f.goroutine(43, "_Gwaiting", "chan receive", &[]);
+    f.wait_on(g43, &[obj(70)], false); // in a free slot: torn
+    assert_eq!(f.unreachable(), vec![(40, "channel unreachable")]);
+
+    // Without the span's free slots (its bitmap unreadable), every slot
+    // counts as allocated: the stale pointer keeps channel 2 alive, and
+    // nothing holds channel 70.
+    f.mem.put(SPANS + r.mspan_alloc_bits, 0xdead_0000);
+    assert_eq!(f.unreachable(), vec![(43, "channel unreachable")]);
 }

@@ -68,8 +68,8 @@ impl Matcher {
             || self.opt_site(&g.created_by)
             || self.opt_site(&g.blocked_at)
             || g.start_function.as_deref().is_some_and(|f| self.str(f))
-            || g.stack.as_ref().is_some_and(|s| s.iter().any(|f| self.site(f)))
-            || g.defer_chain.as_ref().is_some_and(|c| c.iter().any(|e| self.opt_site(&e.site)))
+            || g.stack().is_some_and(|s| s.iter().any(|f| self.site(f)))
+            || g.defer_chain().is_some_and(|c| c.iter().any(|e| self.opt_site(&e.site)))
     }
 
     pub fn leak(&self, l: &LeakGroup) -> bool {

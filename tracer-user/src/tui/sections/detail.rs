@@ -44,8 +44,35 @@ fn field(name: &str, mut value: Vec<Span<'static>>) -> Line<'static> {
     Line::from(value)
 }
 
+/// Steps of a retaining path shown in full; longer paths keep their root
+/// and the objects nearest the primitive, the middle elided.
+const HELD_BY_STEPS: usize = 5;
+
+/// The "held by" lines of a stuck goroutine found reachable: who holds its
+/// primitive, root first, one step a line (`GoroutineView::retained_by`).
+fn held_by(path: Option<&[String]>) -> Vec<Line<'static>> {
+    let Some(path) = path.filter(|p| !p.is_empty()) else { return Vec::new() };
+    let shown: Vec<String> = if path.len() > HELD_BY_STEPS {
+        let tail = HELD_BY_STEPS - 2;
+        let mut shown = vec![path[0].clone(), format!("… {} more objects …", path.len() - 1 - tail)];
+        shown.extend(path[path.len() - tail..].iter().cloned());
+        shown
+    } else {
+        path.to_vec()
+    };
+    let style = Style::new().fg(Color::Yellow);
+    shown
+        .into_iter()
+        .enumerate()
+        .map(|(k, step)| match k {
+            0 => field("held by", vec![Span::styled(step, style)]),
+            _ => field("", vec![Span::styled(format!("→ {step}"), style)]),
+        })
+        .collect()
+}
+
 fn stack_lines(lines: &mut Vec<Line<'static>>, g: &GoroutineView) {
-    match &g.stack {
+    match g.stack() {
         Some(stack) if !stack.is_empty() => {
             let width = stack.iter().map(|s| s.function.chars().count()).max().unwrap_or(0).min(70);
             for (i, frame) in stack.iter().enumerate() {
@@ -122,6 +149,7 @@ fn goroutine_lines(
         Span::styled("no", Style::new().fg(Color::Green))
     };
     lines.push(field("leaked", vec![verdict]));
+    lines.extend(held_by(g.retained_by()));
     let exact = if g.depth_exact { "" } else { "  (estimated: resyncing from memory)" };
     lines.push(field(
         "defer depth",
@@ -152,9 +180,9 @@ fn goroutine_lines(
     }
     lines.push(Line::from(""));
 
-    let records: u64 = g.defer_chain.as_ref().map_or(0, |c| c.iter().map(|e| e.count).sum());
+    let records: u64 = g.defer_chain().map_or(0, |c| c.iter().map(|e| e.count).sum());
     lines.push(section(format!("Defer chain: {records} records by site, newest first")));
-    match &g.defer_chain {
+    match g.defer_chain() {
         Some(chain) if !chain.is_empty() => {
             let width = chain
                 .iter()
@@ -200,6 +228,7 @@ fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&Go
     if l.growing {
         lines.push(field("growing", vec![Span::raw(format!("{:+.1} per minute", l.growth_per_min))]));
     }
+    lines.extend(held_by(l.retained_by.as_deref()));
     lines.push(field("wait reason", vec![Span::raw(l.wait_reason.clone())]));
     lines.push(field("blocked at", opt_site(&l.blocked_at)));
     lines.push(field("created by", opt_site(&l.created_by)));
@@ -214,7 +243,7 @@ fn group_lines(lines: &mut Vec<Line<'static>>, l: &LeakGroup, sample: Option<&Go
             if g.defer_depth > 0 {
                 lines.push(Line::from(""));
                 lines.push(section(format!("Its defer chain: {} records", g.defer_depth)));
-                for e in g.defer_chain.iter().flatten() {
+                for e in g.defer_chain().unwrap_or_default() {
                     let mut spans = vec![Span::raw(format!("  {:>7} × ", e.count))];
                     spans.extend(opt_site(&e.site));
                     lines.push(Line::from(spans));
