@@ -16,6 +16,7 @@ pub mod gobin;
 pub mod goruntime;
 pub mod governor;
 pub(crate) mod output;
+pub(crate) mod own_memory;
 pub(crate) mod probes;
 pub(crate) mod process;
 pub mod session;

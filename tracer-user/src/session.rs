@@ -29,15 +29,16 @@ use crate::{
     },
     cli::Options,
     feed::{self, Fleet},
-    gobin::{GoBinError, GoBinary},
+    gobin::{Arch, GoBinError, GoBinary},
     goruntime,
     governor::{Budget, Governor, Window},
     output::{NothingToShow, OutputMode},
+    own_memory,
     probes::{self, ProbeObject, ProcessProbes},
     process::{
         GoroutineScan, GoroutineScanner, ProcessMemory, TracedProcess,
         discover::{self, Identity},
-        reachability::{self, LeakScan, ReachTarget},
+        reachability::{self, BinaryFrames, LeakScan, ReachTarget, StackFrames},
     },
     symbols::BinarySymbols,
 };
@@ -74,7 +75,7 @@ struct Prepared {
     identity: Identity,
     facts: Arc<BinaryFacts>,
     scanner: Arc<GoroutineScanner>,
-    reach: Arc<ReachTarget>,
+    reach: ReachTarget,
     bias: u64,
 }
 
@@ -157,10 +158,13 @@ fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, Sessi
         allp: binary.allp_location().map(|a| a.wrapping_add(bias)),
         allm: binary.allm_location().map(|a| a.wrapping_add(bias)),
         max_bytes_per_s: LEAK_SCAN_MAX_BYTES_PER_S,
-        // Retaining paths cost a map entry per marked object: only when
-        // they are logged.
-        explain: log::log_enabled!(log::Level::Debug),
+        // Set by `Session::start` (--explain-leaks).
+        explain: false,
         semtable: binary.semtable_location().map(|a| a.wrapping_add(bias)),
+        frames: Some(StackFrames {
+            source: Arc::new(BinaryFrames::new(Arc::clone(binary), bias)),
+            uses_lr: binary.arch() == Arch::Aarch64,
+        }),
     };
     let scanner = GoroutineScanner::new(
         mem,
@@ -168,7 +172,7 @@ fn prepare(pid: u32, shared: Option<Arc<BinaryFacts>>) -> Result<Prepared, Sessi
         allgs.allgs.wrapping_add(bias),
         allgs.allglen.map(|a| a.wrapping_add(bias)),
     );
-    Ok(Prepared { process, identity, facts, scanner: Arc::new(scanner), reach: Arc::new(reach), bias })
+    Ok(Prepared { process, identity, facts, scanner: Arc::new(scanner), reach, bias })
 }
 
 fn rfc3339_now() -> String {
@@ -218,6 +222,12 @@ struct Tracee {
     started: Instant,
     scan_in_flight: bool,
     leak_scan_in_flight: bool,
+    /// A goroutine scan, or a leak scan, fell due while the other was in
+    /// flight: it starts when that one is in. The two never run at once:
+    /// each holds a copy of every goroutine it read (at 100k goroutines,
+    /// tens of MiB each), and together they set deferscope's memory peak.
+    scan_due: bool,
+    leak_scan_due: bool,
     /// The first memory read (the chains from before attach) is in: until
     /// then the tracee has no snapshot.
     ready: bool,
@@ -246,7 +256,11 @@ impl Host {
     /// tracee ready when the read is in (see [`Host::on_scan`]). On error
     /// nothing of it is left attached.
     async fn start(&mut self, prepared: Prepared, wait: bool) -> Result<(), SessionError> {
-        let Prepared { process, identity, facts, scanner, reach, bias } = prepared;
+        let Prepared { process, identity, facts, scanner, mut reach, bias } = prepared;
+        // Retaining paths cost a map entry per marked object: only when asked
+        // for (README, "Why a stuck goroutine is not leaked").
+        reach.explain = self.options.explain_leaks;
+        let reach = Arc::new(reach);
         let binary = facts.binary.clone();
         let pid = process.pid;
         let leak_mem = Arc::new(ProcessMemory::open(pid).map_err(|source| SessionError::Memory { pid, source })?);
@@ -285,6 +299,8 @@ impl Host {
             started: Instant::now(),
             scan_in_flight: !wait,
             leak_scan_in_flight: false,
+            scan_due: false,
+            leak_scan_due: false,
             ready: wait,
         };
         // Registered before the first read, so that the events between
@@ -771,6 +787,8 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
 
     // With --pid alone, the session ends when its processes have exited.
     let mut all_exited = false;
+    // Nobody reads stdout any more (see `OutputMode::print`).
+    let mut reader_gone = false;
     loop {
         tokio::select! {
             guard = host.events.readable_mut() => {
@@ -778,35 +796,41 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                 drain(guard.get_inner_mut(), &mut host.tracees);
                 guard.clear_ready();
             }
-            Some(scan) = scan_rx.recv() => host.on_scan(scan),
+            Some(scan) = scan_rx.recv() => {
+                host.on_scan(scan);
+                own_memory::release_free_memory();
+                for t in host.tracees.values_mut().filter(|t| t.leak_scan_due && !t.scan_in_flight) {
+                    t.leak_scan_due = false;
+                    start_leak_scan(t, &leak_tx);
+                }
+            }
             Some((serial, scan)) = leak_rx.recv() => {
                 if let Some(t) = host.tracees.values_mut().find(|t| t.serial == serial) {
                     t.leak_scan_in_flight = false;
+                    if std::mem::take(&mut t.scan_due) {
+                        start_scan(t, &scan_tx);
+                    }
                     if let Some(e) = &scan.error {
                         log::info!("process {}: leak scan proved nothing: {e}", t.process.pid);
                     }
-                    for (goid, path) in &scan.retained_by {
-                        log::debug!("process {}: goroutine {goid} reachable through {}", t.process.pid, path.join(" -> "));
-                    }
                     t.aggregator.apply_leak_scan(scan);
                 }
+                own_memory::release_free_memory();
             }
             _ = leak_tick.tick(), if options.leak_scan.0.is_some() => {
                 for t in host.tracees.values_mut().filter(|t| t.ready && !t.leak_scan_in_flight) {
-                    t.leak_scan_in_flight = true;
-                    let (mem, reach, tx, serial) = (t.leak_mem.clone(), t.reach.clone(), leak_tx.clone(), t.serial);
-                    tokio::task::spawn_blocking(move || {
-                        let _ = tx.blocking_send((serial, reachability::scan(&*mem, &reach)));
-                    });
+                    match t.scan_in_flight {
+                        true => t.leak_scan_due = true,
+                        false => start_leak_scan(t, &leak_tx),
+                    }
                 }
             }
             _ = resync_tick.tick() => {
                 for t in host.tracees.values_mut().filter(|t| !t.scan_in_flight) {
-                    t.scan_in_flight = true;
-                    let (scanner, tx, serial) = (t.scanner.clone(), scan_tx.clone(), t.serial);
-                    tokio::task::spawn_blocking(move || {
-                        let _ = tx.blocking_send((serial, scanner.scan()));
-                    });
+                    match t.leak_scan_in_flight {
+                        true => t.scan_due = true,
+                        false => start_scan(t, &scan_tx),
+                    }
                 }
             }
             _ = governor_tick.tick() => host.govern()?,
@@ -842,13 +866,18 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
                         log::warn!("process {pid} ({}): exited", snapshot.exe);
                         host.release(pid);
                     }
-                    mode.print(&snapshot, options.top)?;
+                    reader_gone |= !mode.print(&snapshot, options.top)?;
                     snapshots.push(Arc::new(snapshot));
                 }
                 if let Some(one) = snapshots.first().filter(|_| !is_multi(&options)) {
                     publisher.publish_shared(Arc::clone(one));
                 }
                 fleet.publish(Fleet { snapshots });
+                own_memory::release_free_memory();
+                if reader_gone {
+                    log::info!("stdout was closed: detaching");
+                    break;
+                }
                 if !discovers && host.tracees.is_empty() {
                     all_exited = true;
                     break;
@@ -872,7 +901,9 @@ pub async fn run(options: Options) -> Result<(), SessionError> {
         let alive = host.tracees.get(&pid).is_some_and(|t| t.process.is_alive());
         let Some(mut last) = host.snapshot(pid) else { continue };
         last.target_exited = !alive;
-        mode.print(&last, options.top)?;
+        if !reader_gone {
+            reader_gone = !mode.print(&last, options.top)?;
+        }
         host.release(pid);
         snapshots.push(Arc::new(last));
     }
@@ -912,6 +943,28 @@ const GOVERNOR_WINDOW: std::time::Duration = std::time::Duration::from_millis(50
 const FALLBACK_COST_NS: f64 = 3000.0;
 
 /// Which event streams are complete with the probes attached now.
+/// Reads the tracee's goroutines off the loop (see `Tracee::scan_due`).
+fn start_scan(t: &mut Tracee, scans: &mpsc::Sender<ScanResult>) {
+    t.scan_in_flight = true;
+    let (scanner, tx, serial) = (t.scanner.clone(), scans.clone(), t.serial);
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.blocking_send((serial, scanner.scan()));
+    });
+}
+
+/// Runs a reachability scan (leak proofs) off the loop.
+fn start_leak_scan(t: &mut Tracee, leak_scans: &mpsc::Sender<(u64, LeakScan)>) {
+    t.leak_scan_in_flight = true;
+    let (mem, reach, tx, serial) = (t.leak_mem.clone(), t.reach.clone(), leak_scans.clone(), t.serial);
+    tokio::task::spawn_blocking(move || {
+        let scan = reachability::scan(&*mem, &reach);
+        // The scan's marks and goroutine list are freed by now, in this
+        // thread's arena.
+        own_memory::release_free_memory();
+        let _ = tx.blocking_send((serial, scan));
+    });
+}
+
 fn coverage(probes: &ProcessProbes) -> Coverage {
     let states: Vec<(ProbeId, bool)> = probes.states().map(|(_, p, attached)| (p, attached)).collect();
     let all = |pred: fn(ProbeId) -> bool| states.iter().filter(|(p, _)| pred(*p)).all(|(_, a)| *a);

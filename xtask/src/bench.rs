@@ -131,9 +131,7 @@ pub fn run(root: &Path) -> Result<()> {
     let setup = setup::run(root)?;
     let deferscope = build::deferscope(root, true)?;
     let bench_bin = build_bench(root, &setup.toolchains)?;
-    let mut bench = Proc::spawn(&mut Command::new(&bench_bin))?;
-    let ready = bench.line("the bench program's ready line")?;
-    let pid: u32 = ready.strip_prefix("ready pid=").and_then(|p| p.trim().parse().ok()).context("bad ready line")?;
+    let (mut bench, pid) = start_bench_program(&bench_bin)?;
     note(format_args!("bench program ready: pid {pid}, {WINDOW_S} s per measurement"));
 
     let mut rows = Vec::new();
@@ -191,6 +189,27 @@ pub fn run(root: &Path) -> Result<()> {
     fs::write(&out, serde_json::to_string_pretty(&report)?)?;
     note(format_args!("written to {}", out.display()));
     Ok(())
+}
+
+/// Starts `tests/go/bench` and waits for its ready line: the program and
+/// its pid.
+pub fn start_bench_program(bench_bin: &Path) -> Result<(Proc, u32)> {
+    let bench = Proc::spawn(&mut Command::new(bench_bin))?;
+    let ready = bench.line("the bench program's ready line")?;
+    let pid = ready.strip_prefix("ready pid=").and_then(|p| p.trim().parse().ok()).context("bad ready line")?;
+    Ok((bench, pid))
+}
+
+/// `cargo xtask bench scale`: deferscope's own cost at 1k/10k/100k parked
+/// goroutines alone.
+pub fn run_scale(root: &Path) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("the benchmarks attach uprobes: run `cargo xtask bench scale` as root");
+    }
+    let setup = setup::run(root)?;
+    let deferscope = build::deferscope(root, true)?;
+    let bench_bin = build_bench(root, &setup.toolchains)?;
+    crate::bench_overhead::run_scale(root, &deferscope, &bench_bin)
 }
 
 /// `cargo xtask bench prometheus`: the prometheus row alone.

@@ -271,10 +271,7 @@ pub fn run(root: &Path, go: &GoToolchain, deferscope: &Path, bench_bin: &Path) -
 
     // 2. A defer storm, and 3. per hit against bpftrace.
     step("defer storm: heap defers in a loop on every CPU (deferproc + popDefer)");
-    let mut bench = Proc::spawn(&mut Command::new(bench_bin))?;
-    let ready = bench.line("the bench program's ready line")?;
-    let bench_pid: u32 =
-        ready.strip_prefix("ready pid=").and_then(|p| p.trim().parse().ok()).context("bad ready line")?;
+    let (mut bench, bench_pid) = crate::bench::start_bench_program(bench_bin)?;
     let has_bpftrace = cmd::on_path("bpftrace");
     let mut configs = vec![Config::Untraced, Config::Defaults, Config::Unlimited];
     if has_bpftrace {
@@ -316,8 +313,24 @@ pub fn run(root: &Path, go: &GoToolchain, deferscope: &Path, bench_bin: &Path) -
         );
     }
 
-    // 4. The tracer's own cost at scale.
+    // 4. The tracer's own cost at scale (a fresh bench program).
+    drop(bench);
+    report.insert("scale".into(), scale(deferscope, bench_bin, &mut loads)?);
+
+    // 5. A real server: Debian's stripped prometheus.
+    if let Some(cost) = prometheus(root, deferscope, &mut loads)? {
+        report.insert("prometheus".into(), cost);
+    }
+    loads.push(load_average());
+    report.insert("load_average".into(), json!({"samples": loads, "median": median(loads.clone())}));
+    Ok(Value::Object(report))
+}
+
+/// deferscope's own cost at 1k/10k/100k goroutines parked in a fresh bench
+/// program (two heap defers each), one after the other.
+fn scale(deferscope: &Path, bench_bin: &Path, loads: &mut Vec<f64>) -> Result<Value> {
     step("deferscope's own cost at 1k/10k/100k parked goroutines (two heap defers each)");
+    let (mut bench, bench_pid) = crate::bench::start_bench_program(bench_bin)?;
     let mut scale = Vec::new();
     let mut parked = 0;
     for target in [1_000, 10_000, 100_000] {
@@ -331,16 +344,31 @@ pub fn run(root: &Path, go: &GoToolchain, deferscope: &Path, bench_bin: &Path) -
         note(format_args!("{target}: {cost}"));
         scale.push(json!({"parked": target, "cost": cost}));
     }
-    report.insert("scale".into(), Value::Array(scale));
-    drop(bench);
+    Ok(Value::Array(scale))
+}
 
-    // 5. A real server: Debian's stripped prometheus.
-    if let Some(cost) = prometheus(root, deferscope, &mut loads)? {
-        report.insert("prometheus".into(), cost);
-    }
+/// `cargo xtask bench scale`: the 1k/10k/100k rows alone.
+pub fn run_scale(root: &Path, deferscope: &Path, bench_bin: &Path) -> Result<()> {
+    let mut loads = vec![load_average()];
+    let scale = scale(deferscope, bench_bin, &mut loads)?;
+    write_partial_report(root, "scale", scale, loads)
+}
+
+/// A report of one part of the bench alone (`key`: its rows), with the
+/// machine's CPUs and load: printed as the table and written to
+/// `target/bench/bench-KEY.json`.
+fn write_partial_report(root: &Path, key: &str, rows: Value, mut loads: Vec<f64>) -> Result<()> {
     loads.push(load_average());
-    report.insert("load_average".into(), json!({"samples": loads, "median": median(loads.clone())}));
-    Ok(Value::Object(report))
+    let report = json!({
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        key: rows,
+        "load_average": {"samples": loads, "median": median(loads.clone())},
+    });
+    print_table(&report);
+    let out = paths::target_dir(root).join(format!("bench/bench-{key}.json"));
+    fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    note(format_args!("written to {}", out.display()));
+    Ok(())
 }
 
 /// Runs of deferscope on prometheus (one prometheus, attached to in turn).
@@ -401,17 +429,7 @@ pub fn run_prometheus(root: &Path, deferscope: &Path) -> Result<()> {
     let Some(cost) = prometheus(root, deferscope, &mut loads)? else {
         bail!("prometheus is not installed (Debian: apt-get install prometheus)");
     };
-    loads.push(load_average());
-    let report = json!({
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "prometheus": cost,
-        "load_average": {"samples": loads, "median": median(loads.clone())},
-    });
-    print_table(&report);
-    let out = paths::target_dir(root).join("bench/bench-prometheus.json");
-    fs::write(&out, serde_json::to_string_pretty(&report)?)?;
-    note(format_args!("written to {}", out.display()));
-    Ok(())
+    write_partial_report(root, "prometheus", cost, loads)
 }
 
 fn f(v: &Value) -> f64 {

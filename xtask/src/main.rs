@@ -11,6 +11,7 @@ mod bpf_linker;
 mod build;
 mod cmd;
 mod demo;
+mod disk;
 mod fixtures;
 mod fuzz;
 mod layouts;
@@ -116,6 +117,9 @@ enum BenchKind {
     /// Only deferscope's cost on Debian's stripped prometheus (first
     /// snapshot, RSS peak): three runs, medians.
     Prometheus,
+    /// Only deferscope's own cost at 1k/10k/100k parked goroutines (RSS
+    /// peak, read times, CPU), in a fresh bench program.
+    Scale,
 }
 
 fn main() {
@@ -154,6 +158,7 @@ fn run(task: Task) -> Result<i32> {
             bench_leaks::run(&root, &bench_leaks::LeaksArgs { go, only })?;
         }
         Task::Bench { what: Some(BenchKind::Prometheus) } => bench::run_prometheus(&root)?,
+        Task::Bench { what: Some(BenchKind::Scale) } => bench::run_scale(&root)?,
         Task::Fuzz { seconds, refresh_seeds, sanitizer, target } => {
             return fuzz::run(&root, &fuzz::FuzzArgs { seconds, target, refresh_seeds, sanitizer });
         }

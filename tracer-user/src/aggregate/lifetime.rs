@@ -8,18 +8,83 @@
 //! of the histograms, which hold only exactly timed records.
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use super::model;
 
 /// Histogram range: 1 µs to a day, 2 significant digits.
 const MAX_LIFETIME_US: u64 = 86_400_000_000;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Pending {
     site: u64,
     since_ns: u64,
     /// `since_ns` is the push itself (not when deferscope first saw it).
     exact: bool,
+}
+
+/// Equal records next to each other on a chain: a read dates every record
+/// it finds alike, so a goroutine's chain is a few runs (one, typically),
+/// however deep.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    site: u64,
+    since_ns: u64,
+    count: u32,
+    exact: bool,
+}
+
+/// A goroutine's mirrored chain, oldest record first, run-length encoded;
+/// one run inline: at 100k parked goroutines a chain each, a heap buffer
+/// per chain cost more than the map holding them.
+#[derive(Clone, Debug, Default)]
+struct Chain(SmallVec<[Run; 1]>);
+
+impl Chain {
+    fn len(&self) -> usize {
+        self.0.iter().map(|r| r.count as usize).sum()
+    }
+
+    /// Every record, oldest first.
+    fn records(&self) -> impl DoubleEndedIterator<Item = Pending> + '_ {
+        self.0.iter().flat_map(|r| {
+            std::iter::repeat_n(Pending { site: r.site, since_ns: r.since_ns, exact: r.exact }, r.count as usize)
+        })
+    }
+
+    fn push(&mut self, p: Pending) {
+        match self.0.last_mut() {
+            Some(r) if (r.site, r.since_ns, r.exact) == (p.site, p.since_ns, p.exact) && r.count < u32::MAX => {
+                r.count += 1;
+            }
+            _ => self.0.push(Run { site: p.site, since_ns: p.since_ns, count: 1, exact: p.exact }),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let r = self.0.last_mut()?;
+        let p = Pending { site: r.site, since_ns: r.since_ns, exact: r.exact };
+        r.count -= 1;
+        if r.count == 0 {
+            self.0.pop();
+        }
+        Some(p)
+    }
+
+    /// Keeps the oldest `n` records.
+    fn truncate(&mut self, n: usize) {
+        let mut excess = self.len().saturating_sub(n);
+        while excess > 0 {
+            let Some(r) = self.0.last_mut() else { return };
+            if r.count as usize <= excess {
+                excess -= r.count as usize;
+                self.0.pop();
+            } else {
+                r.count -= excess as u32;
+                excess = 0;
+            }
+        }
+    }
 }
 
 /// The oldest record still pending at a site.
@@ -32,7 +97,7 @@ pub struct Oldest {
 
 #[derive(Default)]
 pub struct Lifetimes {
-    chains: HashMap<u64, Vec<Pending>>,
+    chains: HashMap<u64, Chain>,
     /// Exactly timed lifetimes of popped records, in µs, by call site.
     popped: HashMap<u64, Histogram<u64>>,
 }
@@ -42,12 +107,17 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 impl Lifetimes {
+    /// Room for `more` goroutines' chains (see `Aggregator::apply_scan`).
+    pub fn reserve(&mut self, more: usize) {
+        self.chains.reserve(more);
+    }
+
     pub fn pushed(&mut self, goid: u64, site: u64, t_ns: u64) {
         self.chains.entry(goid).or_default().push(Pending { site, since_ns: t_ns, exact: true });
     }
 
     pub fn popped(&mut self, goid: u64, t_ns: u64) {
-        let Some(p) = self.chains.get_mut(&goid).and_then(Vec::pop) else { return };
+        let Some(p) = self.chains.get_mut(&goid).and_then(Chain::pop) else { return };
         if p.exact {
             let us = t_ns.saturating_sub(p.since_ns) / 1000;
             self.popped.entry(p.site).or_insert_with(new_histogram).saturating_record(us.max(1));
@@ -61,7 +131,7 @@ impl Lifetimes {
     /// (the caller's [`Self::chain_read`] then redates what differs).
     pub fn popped_leaving(&mut self, goid: u64, t_ns: u64, left: &[u64]) {
         let Some(chain) = self.chains.get(&goid) else { return };
-        let matches = chain.len() == left.len() + 1 && chain.iter().zip(left).all(|(p, &site)| p.site == site);
+        let matches = chain.len() == left.len() + 1 && chain.records().zip(left).all(|(p, &site)| p.site == site);
         if matches {
             self.popped(goid, t_ns);
         }
@@ -72,9 +142,11 @@ impl Lifetimes {
     /// oldest part) keep their dates, the others are dated from `t_ns`.
     pub fn chain_read(&mut self, goid: u64, sites_oldest_first: &[u64], t_ns: u64) {
         let chain = self.chains.entry(goid).or_default();
-        let kept = chain.iter().zip(sites_oldest_first).take_while(|(p, site)| p.site == **site).count();
+        let kept = chain.records().zip(sites_oldest_first).take_while(|(p, site)| p.site == **site).count();
         chain.truncate(kept);
-        chain.extend(sites_oldest_first[kept..].iter().map(|&site| Pending { site, since_ns: t_ns, exact: false }));
+        for &site in &sites_oldest_first[kept..] {
+            chain.push(Pending { site, since_ns: t_ns, exact: false });
+        }
     }
 
     /// The first chain read from memory of a goroutine whose mirrored chain
@@ -85,12 +157,16 @@ impl Lifetimes {
     pub fn first_chain_read(&mut self, goid: u64, sites_oldest_first: &[u64], t_ns: u64) {
         let chain = self.chains.entry(goid).or_default();
         let shared =
-            chain.iter().rev().zip(sites_oldest_first.iter().rev()).take_while(|(p, site)| p.site == **site).count();
-        let top = chain.split_off(chain.len() - shared);
-        chain.clear();
+            chain.records().rev().zip(sites_oldest_first.iter().rev()).take_while(|(p, site)| p.site == **site).count();
+        let top: Vec<Pending> = chain.records().skip(chain.len() - shared).collect();
         let below = &sites_oldest_first[..sites_oldest_first.len() - shared];
-        chain.extend(below.iter().map(|&site| Pending { site, since_ns: t_ns, exact: false }));
-        chain.extend(top);
+        *chain = Chain::default();
+        for &site in below {
+            chain.push(Pending { site, since_ns: t_ns, exact: false });
+        }
+        for p in top {
+            chain.push(p);
+        }
     }
 
     pub fn exited(&mut self, goid: u64) {
@@ -109,7 +185,8 @@ impl Lifetimes {
             // A record was pushed before every record above it: a date from
             // higher up bounds it too (then as a lower bound of its age).
             let mut pushed_by = u64::MAX;
-            for p in chain.iter().rev() {
+            // (Equal records give equal candidates: one per run is enough.)
+            for p in chain.0.iter().rev().map(|r| Pending { site: r.site, since_ns: r.since_ns, exact: r.exact }) {
                 let candidate = if p.exact && p.since_ns <= pushed_by {
                     Oldest { since_ns: p.since_ns, lower_bound: false }
                 } else {
@@ -267,6 +344,26 @@ mod tests {
         // The next pop is a record from before attach: not timed.
         l.popped(1, 300 * MS);
         assert_eq!(l.popped_at(10).expect("timed").len(), 2);
+    }
+
+    #[test]
+    fn runs_of_equal_records_behave_as_records() {
+        let mut l = Lifetimes::default();
+        // A read finds 3 records at site 10 and 2 at 20 (two runs).
+        l.chain_read(1, &[10, 10, 10, 20, 20], 50 * MS);
+        l.pushed(1, 20, 60 * MS);
+        assert_eq!(l.chains[&1].0.len(), 3);
+        assert_eq!(l.chains[&1].len(), 6);
+        // A read that cuts into the first run keeps the records under it.
+        l.chain_read(1, &[10, 10, 30], 70 * MS);
+        let records: Vec<Pending> = l.chains[&1].records().collect();
+        let dated = |site, since_ns| Pending { site, since_ns, exact: false };
+        assert_eq!(records, [dated(10, 50 * MS), dated(10, 50 * MS), dated(30, 70 * MS)]);
+        l.popped(1, 80 * MS);
+        l.popped(1, 90 * MS);
+        assert_eq!(l.chains[&1].len(), 1);
+        assert_eq!(l.oldest_pending()[&10], Oldest { since_ns: 50 * MS, lower_bound: true });
+        assert!(l.popped_at(10).is_none() && l.popped_at(30).is_none(), "read records are not timed");
     }
 
     #[test]

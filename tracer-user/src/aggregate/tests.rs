@@ -23,6 +23,15 @@ impl Symbolizer for FakeSymbols {
         // No inlining here: one frame, looked up like a call site.
         self.call_site(pc + u64::from(!is_return_address)).into_iter().collect()
     }
+    fn global_at(&mut self, addr: u64) -> Option<Arc<str>> {
+        // Globals: main.registry at 0x50_0000 (32 bytes), then the rest of
+        // .bss up to 0x51_0000, as a stripped binary names it.
+        match addr {
+            0x50_0000..0x50_0020 => Some(format!("main.registry+{:#x}", addr - 0x50_0000).into()),
+            0x50_0020..0x51_0000 => Some(format!(".bss+{:#x}", addr - 0x4f_0000).into()),
+            _ => None,
+        }
+    }
 }
 
 /// An event; pushes and pops do not say which record is below them.
@@ -200,7 +209,7 @@ fn defer_chain_groups_runs_newest_first() {
     let mut agg = Aggregator::new(WaitReasons::default());
     agg.apply_scan(&snap(0, 1, vec![mem_g(1, &[7, 7, 5, 7], true)]));
     let s = render(&mut agg);
-    let chain = s.goroutines[0].defer_chain.as_ref().expect("details");
+    let chain = s.goroutines[0].defer_chain().expect("details");
     let runs: Vec<(u32, u64)> = chain.iter().map(|e| (e.site.as_ref().map_or(0, |s| s.line), e.count)).collect();
     assert_eq!(runs, vec![(7, 2), (5, 1), (7, 1)]);
 }
@@ -334,6 +343,73 @@ fn stuck_goroutines_are_leaked_once_proven_twice() {
     agg.apply_scan(&snap(50, 51, vec![mem_g(11, &[], true), ran, mem_g(13, &[], true)]));
     let s = render_at(&mut agg, 60, 5);
     assert_eq!(s.totals.goroutines_leaked, 1);
+}
+
+#[test]
+fn reachable_stuck_goroutines_say_who_holds_them() {
+    use crate::process::reachability::RetainStep;
+    let mut agg = Aggregator::new(WaitReasons::of(&[(14, "chan receive")]));
+    let reads = |t| snap(t, t + 1, vec![mem_g(11, &[], true), mem_g(13, &[], true)]);
+    agg.apply_scan(&reads(0));
+    agg.apply_scan(&reads(10));
+    let mut scan = unreachable(5, &[11], 1);
+    scan.retained_by = vec![(
+        13,
+        vec![
+            RetainStep::Global { addr: 0x50_0018 },
+            RetainStep::Object { start: 0x00c0_0012_3000, size: 96, offset: 8 },
+            RetainStep::Object { start: 0x00c0_0045_6000, size: 112, offset: 0 },
+        ],
+    )];
+    agg.apply_leak_scan(scan);
+    let s = render_at(&mut agg, 20, 5);
+    let g13 = s.goroutines.iter().find(|g| g.goid == 13).expect("13");
+    assert_eq!(g13.leak_reason.as_deref(), Some("reachable: could still be woken"));
+    let want = vec![
+        "global main.registry+0x18".to_owned(),
+        "heap 0xc000123000 (96 B) +0x8".to_owned(),
+        "heap 0xc000456000 (112 B) +0x0 (primitive)".to_owned(),
+    ];
+    assert_eq!(g13.retained_by(), Some(&want[..]));
+    let group = s.leaks.iter().find(|l| l.sample_goids.contains(&13)).expect("13's group");
+    assert_eq!(group.retained_by.as_ref(), Some(&want));
+    // Not reachable (a candidate): no path, and none in the JSON.
+    let g11 = s.goroutines.iter().find(|g| g.goid == 11).expect("11");
+    assert_eq!(g11.retained_by(), None);
+    assert!(!serde_json::to_string(g11).expect("json").contains("retained_by"));
+}
+
+#[test]
+fn retaining_paths_name_globals_stacks_and_off_heap_primitives() {
+    use crate::process::reachability::RetainStep;
+    let describe = |path: &[RetainStep]| leaks::describe_retaining_path(path, &mut FakeSymbols);
+    // Stripped: section and offset; a stack root by its frame's function
+    // and line (the innermost frame's pc is no return address).
+    assert_eq!(
+        describe(&[
+            RetainStep::Global { addr: 0x50_1234 },
+            RetainStep::Object { start: 0xc000, size: 48, offset: 0x10 }
+        ]),
+        ["global .bss+0x11234", "heap 0xc000 (48 B) +0x10 (primitive)"]
+    );
+    assert_eq!(
+        describe(&[
+            RetainStep::Stack { goid: 7, frame: Some((0x40, true)) },
+            RetainStep::Object { start: 0xc000, size: 48, offset: 0 }
+        ])[0],
+        "goroutine 7 stack: main.work (/src/main.go:64)"
+    );
+    assert_eq!(
+        describe(&[RetainStep::Stack { goid: 7, frame: Some((0x40, false)) }])[0],
+        "goroutine 7 stack: main.work (/src/main.go:65) (primitive)"
+    );
+    // A global sync.Mutex's sema word is the primitive itself.
+    assert_eq!(describe(&[RetainStep::OffHeap { addr: 0x50_0004 }]), ["global main.registry+0x4 (primitive)"]);
+    assert_eq!(describe(&[RetainStep::OffHeap { addr: 0x7f00_0000 }]), ["off-heap 0x7f000000 (primitive)"]);
+    assert_eq!(
+        describe(&[RetainStep::Global { addr: 0x10 }, RetainStep::Unknown { addr: 0xc000 }]),
+        ["global 0x10", "unknown 0xc000 (primitive)"]
+    );
 }
 
 #[test]
@@ -566,8 +642,12 @@ fn a_pop_in_flight_during_the_first_read_is_corrected_by_the_next_event() {
     agg.apply_event(&ev_on(EventKind::DeferPush, 200, 8, 4, 0x20_000 + 0x200));
     let s = render(&mut agg);
     assert_eq!(depth_of(&s, 8), Some(3));
-    let chain: Vec<u32> =
-        s.goroutines[0].defer_chain.iter().flatten().filter_map(|e| e.site.as_ref().map(|s| s.line)).collect();
+    let chain: Vec<u32> = s.goroutines[0]
+        .defer_chain()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e.site.as_ref().map(|s| s.line))
+        .collect();
     assert_eq!(chain, [4, 2, 1]);
 }
 

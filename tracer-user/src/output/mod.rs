@@ -44,9 +44,12 @@ impl OutputMode {
 
     /// Prints one snapshot, if this mode prints on stdout. `top` caps the
     /// goroutines listed (the feed keeps them all, so counts stay whole).
-    pub(crate) fn print(self, snapshot: &Snapshot, top: Option<usize>) -> io::Result<()> {
+    /// False when nobody reads stdout any more (`deferscope --json | head
+    /// -1`): the session then ends, as `yes | head` does, rather than
+    /// tracing for no one.
+    pub(crate) fn print(self, snapshot: &Snapshot, top: Option<usize>) -> io::Result<bool> {
         if matches!(self, Self::Tui | Self::Headless) {
-            return Ok(());
+            return Ok(true);
         }
         let capped;
         let snapshot = match top {
@@ -63,9 +66,9 @@ impl OutputMode {
             Self::Tui | Self::Headless => Ok(()),
         };
         match result {
-            // A closed pipe (`deferscope --json | head`) is not an error.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            other => other,
+            // A closed pipe is not an error: the reader is done.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+            other => other.map(|()| true),
         }
     }
 }

@@ -129,6 +129,27 @@ struct ScanCache {
     by_goid: HashMap<u64, Cached>,
     /// Bumped by every scan; entries not refreshed by the last one are gone.
     generation: u64,
+    /// Chains and stacks by content: goroutines parked at one place (a
+    /// worker pool, 100k handlers waiting on their connections) hold a
+    /// handful of distinct ones, so each is stored once and shared by the
+    /// cache, the aggregator and the views.
+    interned: rustc_hash::FxHashSet<Arc<[u64]>>,
+}
+
+impl ScanCache {
+    /// The shared copy of `words` (stored the first time it is seen).
+    fn intern(&mut self, words: Arc<[u64]>) -> Arc<[u64]> {
+        if let Some(shared) = self.interned.get(&words[..]) {
+            return shared.clone();
+        }
+        self.interned.insert(words.clone());
+        words
+    }
+
+    /// Forgets what only the interning set still holds.
+    fn prune_interned(&mut self) {
+        self.interned.retain(|words| Arc::strong_count(words) > 1);
+    }
 }
 
 /// Everything that would differ if a goroutine had run since the last read:
@@ -163,6 +184,13 @@ const MAX_GOROUTINES: u64 = 1 << 24;
 /// truncated). A walk is torn only when it reaches the top record in the
 /// microseconds it is being popped or pushed, so few are needed.
 const MAX_WALK_ATTEMPTS: u32 = 8;
+/// Then walks spaced by `WALK_RETRY_PAUSE`: a goroutine spinning on defers
+/// tears every back-to-back walk on a loaded machine (seen at load 5-6 on 2
+/// cores: all 8 walks of a goroutine at 40-41 records stopped at its top
+/// record), but the scheduler takes it off its CPU now and then, and a walk
+/// then holds. Bounded: only running goroutines tear, at most one per CPU.
+const SPACED_WALK_ATTEMPTS: u32 = 8;
+const WALK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_micros(250);
 /// The `g` structs sit side by side in the heap's spans: sorted by address,
 /// runs of them are read with one `pread` each instead of one per g. A gap
 /// up to this size between two gs is read through (cheaper than a syscall),
@@ -233,7 +261,9 @@ impl<M: ReadMemory> GoroutineScanner<M> {
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Updated in place: most entries of a large program stay as they are.
         cache.generation = cache.generation.wrapping_add(1);
-        let ScanCache { by_goid, generation } = &mut *cache;
+        // Grown once (see `Aggregator::apply_scan`).
+        let unknown = addresses.len().saturating_sub(cache.by_goid.len());
+        cache.by_goid.reserve(unknown);
         let g_size = self.layout.g_size;
         let mut run_bytes = Vec::new();
         for run in g_runs(&addresses, g_size) {
@@ -258,13 +288,14 @@ impl<M: ReadMemory> GoroutineScanner<M> {
                         Err(_) => continue,
                     },
                 };
-                if let Ok(Some(g)) = self.read_goroutine_cached(g_addr, bytes, by_goid, *generation) {
+                if let Ok(Some(g)) = self.read_goroutine_cached(g_addr, bytes, &mut cache) {
                     goroutines.push(g);
                 }
             }
         }
-        let generation = *generation;
-        by_goid.retain(|_, cached| cached.generation == generation);
+        let generation = cache.generation;
+        cache.by_goid.retain(|_, cached| cached.generation == generation);
+        cache.prune_interned();
         let deferred_code = std::mem::take(&mut self.deferred().fresh);
         Ok(GoroutineScan { t_start_ns, t_end_ns: monotonic_ns(), goroutines, deferred_code })
     }
@@ -294,15 +325,15 @@ impl<M: ReadMemory> GoroutineScanner<M> {
     }
 
     /// Reads one goroutine (None for a dead g), reusing its chain and stack
-    /// from `cache` when it has not run since, and caching them (as of
-    /// `generation`) when it cannot run.
+    /// from `cache` when it has not run since, and caching them (as of the
+    /// cache's generation) when it cannot run.
     fn read_goroutine_cached(
         &self,
         g_addr: u64,
         before: &[u8],
-        cache: &mut HashMap<u64, Cached>,
-        generation: u64,
+        cache: &mut ScanCache,
     ) -> Result<Option<ScannedGoroutine>, MemoryError> {
+        let generation = cache.generation;
         let l = &self.layout;
         let raw_status = field_u32(before, l.g_atomicstatus).unwrap_or(u32::MAX);
         let status = l.g_statuses.decode(raw_status);
@@ -321,16 +352,18 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             tracking_seq,
         });
         let reusable = key.filter(|_| !status.may_change_chain());
-        if let Some(hit) = reusable.and_then(|key| cache.get_mut(&goid).filter(|c| c.key == key)) {
+        if let Some(hit) = reusable.and_then(|key| cache.by_goid.get_mut(&goid).filter(|c| c.key == key)) {
             hit.generation = generation;
             let g =
                 self.goroutine_from(before, status, hit.defer_sites.clone(), Vec::new(), true, hit.stack_pcs.clone());
             return Ok(Some(g));
         }
-        let Some(g) = self.read_goroutine_from(g_addr, before.to_vec())? else { return Ok(None) };
+        let Some(mut g) = self.read_goroutine_from(g_addr, before.to_vec())? else { return Ok(None) };
+        g.defer_sites = cache.intern(g.defer_sites);
+        g.stack_pcs = cache.intern(g.stack_pcs);
         if let Some(key) = reusable.filter(|_| g.consistent) {
             let cached = Cached { key, generation, defer_sites: g.defer_sites.clone(), stack_pcs: g.stack_pcs.clone() };
-            cache.insert(g.goid, cached);
+            cache.by_goid.insert(g.goid, cached);
         }
         Ok(Some(g))
     }
@@ -338,6 +371,10 @@ impl<M: ReadMemory> GoroutineScanner<M> {
     fn read_goroutine_from(&self, g_addr: u64, mut before: Vec<u8>) -> Result<Option<ScannedGoroutine>, MemoryError> {
         let l = &self.layout;
         let mut attempts = 1;
+        // The longest of the torn walks: under heavy load (or emulation) every
+        // walk of a hot goroutine may tear, most at its newest record; the
+        // longest one is the closest (still inexact) picture of its chain.
+        let mut longest_torn: Option<(Chain, Vec<u8>)> = None;
         let (raw_status, status, goid, head, chain) = loop {
             let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
             let status = l.g_statuses.decode(raw_status);
@@ -346,11 +383,26 @@ impl<M: ReadMemory> GoroutineScanner<M> {
             }
             let goid = field_u64(&before, l.g_goid).unwrap_or(0);
             let head = field_u64(&before, l.g_defer).unwrap_or(0);
-            let chain = self.walk_chain(head);
+            let mut chain = self.walk_chain(head);
             // A running goroutine pops and pushes while we walk: a walk cut
             // short by a record it was freeing or filling in is retried.
-            if !chain.torn || attempts >= MAX_WALK_ATTEMPTS {
+            if !chain.torn {
                 break (raw_status, status, goid, head, chain);
+            }
+            if attempts >= MAX_WALK_ATTEMPTS + SPACED_WALK_ATTEMPTS {
+                if let Some((longer, its_g)) = longest_torn.filter(|(c, _)| c.sites.len() > chain.sites.len()) {
+                    (chain, before) = (longer, its_g);
+                }
+                let raw_status = field_u32(&before, l.g_atomicstatus).unwrap_or(u32::MAX);
+                let (goid, head) =
+                    (field_u64(&before, l.g_goid).unwrap_or(0), field_u64(&before, l.g_defer).unwrap_or(0));
+                break (raw_status, l.g_statuses.decode(raw_status), goid, head, chain);
+            }
+            if longest_torn.as_ref().is_none_or(|(c, _)| chain.sites.len() > c.sites.len()) {
+                longest_torn = Some((chain, before.clone()));
+            }
+            if attempts >= MAX_WALK_ATTEMPTS {
+                std::thread::sleep(WALK_RETRY_PAUSE);
             }
             attempts += 1;
             before = self.read_g(g_addr)?;
@@ -646,6 +698,30 @@ mod tests {
         assert_eq!(g.defer_sites[..], [30, 20, 10], "newest first");
         assert!(g.consistent);
         assert_eq!(g.status, GoroutineStatus::Waiting);
+    }
+
+    #[test]
+    fn identical_chains_are_stored_once() {
+        let mut rt = FakeRuntime::new(24);
+        rt.set_tracking_seq(7);
+        rt.push(10, false);
+        rt.push(20, false);
+        let scanner = rt.scanner();
+        let first = scanner.scan().expect("scan");
+        // It ran (trackingSeq moved), so the chain is walked afresh: the
+        // same content comes back as the same allocation.
+        rt.set_tracking_seq(8);
+        let second = scanner.scan().expect("scan");
+        let (a, b) = (&first.goroutines[0], &second.goroutines[0]);
+        assert_eq!(b.defer_sites[..], [20, 10]);
+        assert!(Arc::ptr_eq(&a.defer_sites, &b.defer_sites));
+        assert!(Arc::ptr_eq(&a.stack_pcs, &b.stack_pcs));
+        // A different chain is a copy of its own.
+        rt.push(30, false);
+        rt.set_tracking_seq(9);
+        let third = scanner.scan().expect("scan");
+        assert_eq!(third.goroutines[0].defer_sites[..], [30, 20, 10]);
+        assert!(!Arc::ptr_eq(&a.defer_sites, &third.goroutines[0].defer_sites));
     }
 
     #[test]
