@@ -558,6 +558,27 @@ impl Aggregator {
                 // still says which record is where, for its next event.
                 // (A torn read keeps the anchor of the one before.)
                 g.anchor = if g.depth_exact { None } else { Anchor::from_read(gm).or(g.anchor.take()) };
+                // Until an event names one of the read's records, events alone
+                // say only what was pushed since attach, on top of a chain they
+                // never saw: the read, inexact as it is, is the better estimate.
+                // (A goroutine spinning on 40 records showed depth 0 in the
+                // snapshot after its first read when it made no event in
+                // between: arm64 under emulation, issue 12's test.)
+                let estimate =
+                    !g.has_baseline && !gm.records.is_empty() && !g.sites.iter().rev().eq(gm.defer_sites.iter());
+                if estimate {
+                    let old = std::mem::replace(&mut g.sites, gm.defer_sites.iter().rev().copied().collect());
+                    g.note_depth();
+                    g.depth_exact = false;
+                    let new_sites = g.sites.clone();
+                    self.lifetimes.first_chain_read(gm.goid, &new_sites, scan.t_start_ns);
+                    for pc in old {
+                        self.remove_live(pc);
+                    }
+                    for pc in new_sites {
+                        self.add_live(pc);
+                    }
+                }
                 continue;
             }
             // A chain read while it could change may be off by an event in
