@@ -15,6 +15,10 @@ use crate::cmd::{self, note, step};
 /// rustc.)
 pub const TEST_PACKAGES: &[&str] = &["tmux", "prometheus"];
 
+/// The Debian packages `cargo xtask bench` adds: bpftrace, the peer its
+/// per-hit cost is measured against (prometheus is in `TEST_PACKAGES`).
+pub const BENCH_PACKAGES: &[&str] = &["bpftrace"];
+
 static UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a Debian package is installed.

@@ -129,6 +129,11 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("the benchmarks attach uprobes: run `cargo xtask bench` as root");
     }
     let setup = setup::run(root)?;
+    // The per-hit row compares with bpftrace; without it (no package
+    // source, say) that row is reported as skipped, never as met.
+    if let Err(e) = crate::apt::ensure(crate::apt::BENCH_PACKAGES) {
+        note(format_args!("bpftrace could not be installed: {e:#}"));
+    }
     let deferscope = build::deferscope(root, true)?;
     let bench_bin = build_bench(root, &setup.toolchains)?;
     let (mut bench, pid) = start_bench_program(&bench_bin)?;

@@ -31,7 +31,12 @@ use crate::{
     toolchains::GoToolchain,
 };
 
-const ROUNDS: usize = 3;
+/// Interleaved rounds per configuration. Seven: on the 2-vCPU development VM
+/// one round's ratio varies by ±10-15% between identical runs (untraced HTTP
+/// rates drift 35-42k/s, the storm's 40-55M/s with deferscope's CPU at 0.1%
+/// and every probe detached), so the median of three, or five, could land
+/// either side of a 0.98 or 0.9 target. Every round's ratio is printed.
+const ROUNDS: usize = 7;
 /// Seconds of load per measurement, and of warm-up with the tracer attached
 /// (the governor reacts within 2 s).
 const MEASURE_S: f64 = 4.0;
@@ -173,9 +178,14 @@ fn rounds(
     Ok((rates, governed))
 }
 
+/// Per-round ratios of config `i` over config 0 (untraced).
+fn round_ratios(rates: &[Vec<f64>], i: usize) -> Vec<f64> {
+    rates[i].iter().zip(&rates[0]).map(|(t, u)| t / u.max(1e-9)).collect()
+}
+
 /// Per-round ratios of config `i` over config 0 (untraced), median.
 fn ratio(rates: &[Vec<f64>], i: usize) -> f64 {
-    median(rates[i].iter().zip(&rates[0]).map(|(t, u)| t / u.max(1e-9)).collect())
+    median(round_ratios(rates, i))
 }
 
 fn build_go(go: &GoToolchain, root: &Path, name: &str) -> Result<PathBuf> {
@@ -262,6 +272,7 @@ pub fn run(root: &Path, go: &GoToolchain, deferscope: &Path, bench_bin: &Path) -
         json!({
             "untraced_rps_median": median(rates[0].clone()),
             "defaults_over_untraced": ratio(&rates, 1),
+            "defaults_over_untraced_rounds": round_ratios(&rates, 1),
             "none_over_untraced": ratio(&rates, 2),
             "defaults_mode": governed.as_ref().map(|s| s["mode"].clone()),
             "defaults_overhead": governed.as_ref().map(|s| s["overhead"].clone()),
@@ -293,6 +304,7 @@ pub fn run(root: &Path, go: &GoToolchain, deferscope: &Path, bench_bin: &Path) -
         json!({
             "untraced_ops_median": median(rates[0].clone()),
             "defaults_over_untraced": ratio(&rates, 1),
+            "defaults_over_untraced_rounds": round_ratios(&rates, 1),
             "none_over_untraced": ratio(&rates, 2),
             "defaults_mode": governed.as_ref().map(|s| s["mode"].clone()),
         }),
@@ -448,6 +460,17 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
+/// Per-round ratios as `0.94, 1.01, …`.
+fn rounds_list(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The table printed (and pasted into the README).
 pub fn print_table(r: &Value) {
     println!();
@@ -456,7 +479,8 @@ pub fn print_table(r: &Value) {
     if let Some(h) = r.get("http") {
         let http = f(&h["defaults_over_untraced"]);
         println!(
-            "| HTTP service, traced with defaults / untraced (median of {ROUNDS} interleaved rounds) | {http:.3}× (mode {}) | ≥ {HTTP_MIN_RATIO}: {} |",
+            "| HTTP service, traced with defaults / untraced (median of {ROUNDS} interleaved rounds: {}) | {http:.3}× (mode {}) | ≥ {HTTP_MIN_RATIO}: {} |",
+            rounds_list(&h["defaults_over_untraced_rounds"]),
             h["defaults_mode"],
             verdict(http >= HTTP_MIN_RATIO)
         );
@@ -468,7 +492,8 @@ pub fn print_table(r: &Value) {
     if let Some(s) = r.get("storm") {
         let storm = f(&s["defaults_over_untraced"]);
         println!(
-            "| defer storm, defaults / untraced (after {WARMUP_S} s) | {storm:.3}× (mode {}) | ≥ {STORM_MIN_RATIO}, sampled: {} |",
+            "| defer storm, defaults / untraced (after {WARMUP_S} s; rounds: {}) | {storm:.3}× (mode {}) | ≥ {STORM_MIN_RATIO}, sampled: {} |",
+            rounds_list(&s["defaults_over_untraced_rounds"]),
             s["defaults_mode"],
             verdict(storm >= STORM_MIN_RATIO && s["defaults_mode"] == "sampled")
         );
@@ -484,6 +509,10 @@ pub fn print_table(r: &Value) {
             f(&p["deferscope_extra_ns"]),
             f(&p["bpftrace_extra_ns"]),
             verdict(ratio <= PER_HIT_MAX_RATIO)
+        );
+    } else if r.get("storm").is_some() {
+        println!(
+            "| extra cost per hit, deferscope / bpftrace (same functions, governor off) | skipped: bpftrace not installed | ≤ {PER_HIT_MAX_RATIO}×: **not measured** |"
         );
     }
     for row in r["scale"].as_array().into_iter().flatten() {
