@@ -77,7 +77,7 @@ pub fn run_plan(workspace_root: &Path, plan: &Plan) -> Result<Setup> {
 
     bpf_linker::ensure(llvm_major)?;
     let toolchains = toolchains::ensure_versions(workspace_root, &plan.go)?;
-    step(format_args!("setup: everything is present ({:.1}s)", start.elapsed().as_secs_f64()));
+    step(format_args!("setup: everything needed is in place ({:.1}s)", start.elapsed().as_secs_f64()));
     Ok(Setup { toolchains })
 }
 
