@@ -158,6 +158,11 @@ fn parse_profile(text: &str) -> Vec<GoLeak> {
 struct OurLeak {
     goid: u64,
     function: String,
+    /// The frame `function` calls when `function` is a `funcN` closure: on
+    /// Go 1.21 and older the compiler's wrapper for `go x.f(args)` is such a
+    /// closure (not a hidden `gowrapN`), so Go 1.22+'s traceback, the
+    /// reference, names `x.f` where this names `main.F.func1`.
+    called: Option<String>,
     reason: String,
 }
 
@@ -223,9 +228,19 @@ fn score(outcome: &Outcome, reference: Option<&Outcome>) -> Option<Score> {
         }
         m
     };
-    let want = count(&mut reference.iter().map(|l| l.function.clone()));
-    let got = count(&mut outcome.ours.iter().map(|l| l.function.clone()));
-    let found = got.iter().map(|(f, &n)| n.min(want.get(f).copied().unwrap_or(0))).sum();
+    let mut want = count(&mut reference.iter().map(|l| l.function.clone()));
+    let mut take = |f: &str| match want.get_mut(f) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    };
+    // By name first; then a closure that is not in the reference by its own
+    // name counts as the call it wraps (see `OurLeak::called`).
+    let unmatched: Vec<&OurLeak> = outcome.ours.iter().filter(|l| !take(&l.function)).collect();
+    let by_call = unmatched.iter().filter(|l| l.called.as_deref().is_some_and(&mut take)).count();
+    let found = outcome.ours.len() - unmatched.len() + by_call;
     Some(Score { go: reference.len(), ours: ours.len(), found, false_leaks: 0, extra: ours.len() - found })
 }
 
@@ -373,6 +388,7 @@ fn ours(snapshot: &Value) -> Vec<OurLeak> {
                 .map(|g| OurLeak {
                     goid: g["goid"].as_u64().unwrap_or(0),
                     function: entry_function(g),
+                    called: closure_call(g),
                     reason: g["leak_reason"].as_str().unwrap_or("").to_owned(),
                 })
                 .collect()
@@ -392,6 +408,23 @@ fn entry_function(g: &Value) -> String {
         frames.iter().rev().filter_map(|f| f["function"].as_str()).find(|f| !is_gowrap(f) && *f != "runtime.goexit")
     });
     outermost.or_else(|| g["start_function"].as_str()).unwrap_or("").to_owned()
+}
+
+/// The function a goroutine's entry function calls, when the entry function
+/// is a `funcN` closure (see [`OurLeak::called`]): the next frame inward.
+fn closure_call(g: &Value) -> Option<String> {
+    // `main.F.func1`, or nested, `main.F.func2.3`.
+    let is_closure = |f: &str| {
+        f.rsplit_once(".func").is_some_and(|(_, n)| {
+            n.starts_with(|c: char| c.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        })
+    };
+    let frames: Vec<&str> = g["stack"].as_array()?.iter().rev().filter_map(|f| f["function"].as_str()).collect();
+    let entry = frames.iter().position(|f| *f != "runtime.goexit")?;
+    if !is_closure(frames[entry]) {
+        return None;
+    }
+    frames.get(entry + 1).filter(|f| !f.starts_with("runtime.")).map(|f| (*f).to_owned())
 }
 
 struct VersionRun {
@@ -592,6 +625,50 @@ mod tests {
     }
 
     #[test]
+    fn older_go_statement_closures_count_as_the_call_they_wrap() {
+        // Go 1.19: `go p.Run()` is `main.Moby7559.func1` calling the method.
+        let g = serde_json::json!({
+            "stack": [{"function": "runtime.gopark"}, {"function": "runtime.chanrecv1"},
+                      {"function": "main.(*UDPProxy_moby7559).Run"}, {"function": "main.Moby7559.func1"},
+                      {"function": "runtime.goexit"}],
+        });
+        assert_eq!(closure_call(&g).as_deref(), Some("main.(*UDPProxy_moby7559).Run"));
+        // A closure blocked in its own body calls nothing of the user's.
+        let g = serde_json::json!({"stack": [{"function": "runtime.gopark"}, {"function": "main.F.func2"}]});
+        assert_eq!(closure_call(&g), None);
+        // Nested: Go 1.19 names a closure inside a closure `func2.3`.
+        let g = serde_json::json!({"stack": [{"function": "runtime.gopark"}, {"function": "main.(*L).pop"},
+                                             {"function": "main.F.func2.3"}, {"function": "runtime.goexit"}]});
+        assert_eq!(closure_call(&g).as_deref(), Some("main.(*L).pop"));
+        let g = serde_json::json!({"stack": [{"function": "main.(*L).pop"}, {"function": "main.F.function1"}]});
+        assert_eq!(closure_call(&g), None, "not a closure");
+        let leak = |goid, function: &str, called: Option<&str>| OurLeak {
+            goid,
+            function: function.into(),
+            called: called.map(Into::into),
+            reason: String::new(),
+        };
+        let go = |goid, function: &str| GoLeak { goid, wait_reason: String::new(), function: function.into() };
+        let reference = Outcome {
+            go_before: Some(vec![go(1, "main.(*P).Run"), go(2, "main.F.func2"), go(3, "main.(*P).Run")]),
+            ..Default::default()
+        };
+        let run = Outcome {
+            ours: vec![
+                leak(10, "main.F.func1", Some("main.(*P).Run")),
+                leak(11, "main.F.func2", Some("main.(*P).Run")),
+                leak(12, "main.F.func1", Some("main.(*P).Run")),
+                leak(13, "main.F.func1", Some("main.(*P).Run")),
+            ],
+            ..Default::default()
+        };
+        let score = score(&run, Some(&reference)).expect("a score");
+        // func2 by its own name, two of the three func1 by the call they
+        // wrap (the reference has two): one beyond the reference.
+        assert_eq!((score.found, score.extra), (3, 1));
+    }
+
+    #[test]
     fn programs_come_from_the_test_lists() {
         let src = r#"
 	microTests := []testCase{
@@ -650,7 +727,7 @@ created by main.main\n\
     #[test]
     fn false_leaks_are_ours_missing_from_gos_later_profile() {
         let leak = |goid| GoLeak { goid, wait_reason: String::new(), function: "main.f".into() };
-        let our = |goid| OurLeak { goid, function: "main.f".into(), reason: String::new() };
+        let our = |goid| OurLeak { goid, function: "main.f".into(), called: None, reason: String::new() };
         let o = Outcome {
             go_before: Some(vec![leak(1), leak(2)]),
             go_after: Some(vec![leak(1), leak(2), leak(3)]),
