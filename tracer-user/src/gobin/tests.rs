@@ -345,49 +345,45 @@ fn allgs_from_code_matches_symtab() {
     }
 }
 
-#[test]
-#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
-fn mheap_from_code_matches_symtab() {
+/// A runtime global found by decoding the code that references it equals
+/// `.symtab`'s address where there is one, is what the binary reports as its
+/// location, and moves with the module data when a binary is stripped.
+fn check_global_from_code(
+    symbol: &str,
+    from_code: impl Fn(&GoBinary) -> Option<u64>,
+    location: impl Fn(&GoBinary) -> Option<u64>,
+) {
     let fx = fixtures();
     for ((full, _), variants) in grouped(&fx) {
-        for (variant, (f, b)) in &variants {
+        for (f, b) in variants.values() {
             let ctx = f.path.display();
-            let decoded = b.mheap_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.mheap_ not found in code"));
-            if let Some(sym) = b.elf.symbol("runtime.mheap_") {
-                assert_eq!(decoded, sym.addr, "{ctx}");
+            let decoded = from_code(b).unwrap_or_else(|| panic!("{ctx}: {symbol} not found in code"));
+            if let Some(sym) = b.elf.symbol(symbol) {
+                assert_eq!(decoded, sym.addr, "{ctx}: {symbol}");
             }
-            assert_eq!(b.mheap_location(), Some(decoded), "{ctx}");
-            let _ = variant;
+            assert_eq!(location(b), Some(decoded), "{ctx}");
         }
+        // Stripping shifts data by the same amount as the moduledata; the
+        // decoded addresses must shift with it.
         for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
             let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
             let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
-            let (ma, ms) = (ba.mheap_location().expect("mheap"), bs.mheap_location().expect("mheap"));
-            assert_eq!(ms.wrapping_sub(ma), shift, "{full} {a}/{s}");
+            let (la, ls) = (location(ba).expect(symbol), location(bs).expect(symbol));
+            assert_eq!(ls.wrapping_sub(la), shift, "{full} {a}/{s}");
         }
     }
 }
 
 #[test]
 #[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
+fn mheap_from_code_matches_symtab() {
+    check_global_from_code("runtime.mheap_", GoBinary::mheap_from_code, GoBinary::mheap_location);
+}
+
+#[test]
+#[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
 fn semtable_from_code_matches_symtab() {
-    let fx = fixtures();
-    for ((full, _), variants) in grouped(&fx) {
-        for (f, b) in variants.values() {
-            let ctx = f.path.display();
-            let decoded = b.semtable_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.semtable not found in code"));
-            if let Some(sym) = b.elf.symbol("runtime.semtable") {
-                assert_eq!(decoded, sym.addr, "{ctx}");
-            }
-            assert_eq!(b.semtable_location(), Some(decoded), "{ctx}");
-        }
-        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
-            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
-            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
-            let (ta, ts) = (ba.semtable_location().expect("semtable"), bs.semtable_location().expect("semtable"));
-            assert_eq!(ts.wrapping_sub(ta), shift, "{full} {a}/{s}");
-        }
-    }
+    check_global_from_code("runtime.semtable", GoBinary::semtable_from_code, GoBinary::semtable_location);
 }
 
 /// `runtime.allp` decoded from code equals `.symtab`'s,
@@ -395,23 +391,7 @@ fn semtable_from_code_matches_symtab() {
 #[test]
 #[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
 fn allp_from_code_matches_symtab() {
-    let fx = fixtures();
-    for ((full, _), variants) in grouped(&fx) {
-        for (f, b) in variants.values() {
-            let ctx = f.path.display();
-            let allp = b.allp_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.allp not found in code"));
-            if let Some(sym) = b.elf.symbol("runtime.allp") {
-                assert_eq!(allp, sym.addr, "{ctx}: allp");
-            }
-            assert_eq!(b.allp_location(), Some(allp), "{ctx}");
-        }
-        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
-            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
-            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
-            let (pa, ps) = (ba.allp_location().expect("allp"), bs.allp_location().expect("allp"));
-            assert_eq!(ps.wrapping_sub(pa), shift, "{full} {a}/{s}");
-        }
-    }
+    check_global_from_code("runtime.allp", GoBinary::allp_from_code, GoBinary::allp_location);
 }
 
 // ---- malformed input -----------------------------------------------------
@@ -665,23 +645,7 @@ fn pclntab_scan_at_the_top_of_the_address_space() {
 #[test]
 #[ignore = "needs the Go parser fixtures (cargo xtask test runs it)"]
 fn allm_from_code_matches_symtab() {
-    let fx = fixtures();
-    for ((full, _), variants) in grouped(&fx) {
-        for (f, b) in variants.values() {
-            let ctx = f.path.display();
-            let allm = b.allm_from_code().unwrap_or_else(|| panic!("{ctx}: runtime.allm not found in code"));
-            if let Some(sym) = b.elf.symbol("runtime.allm") {
-                assert_eq!(allm, sym.addr, "{ctx}: allm");
-            }
-            assert_eq!(b.allm_location(), Some(allm), "{ctx}");
-        }
-        for (a, s) in [("plain", "stripped"), ("pie", "pie-stripped")] {
-            let (Some((_, ba)), Some((_, bs))) = (variants.get(a), variants.get(s)) else { continue };
-            let shift = bs.moduledata_addr().expect("md").wrapping_sub(ba.moduledata_addr().expect("md"));
-            let (ma, ms) = (ba.allm_location().expect("allm"), bs.allm_location().expect("allm"));
-            assert_eq!(ms.wrapping_sub(ma), shift, "{full} {a}/{s}");
-        }
-    }
+    check_global_from_code("runtime.allm", GoBinary::allm_from_code, GoBinary::allm_location);
 }
 
 /// The pointer maps a precise stack scan reads, at the call every parked
