@@ -340,6 +340,16 @@ impl Aggregator {
         self.totals.defer_records_live = self.totals.defer_records_live.saturating_sub(1);
     }
 
+    /// A goroutine's chain went from `old` to `new` sites: the live counts follow.
+    fn move_live(&mut self, old: impl IntoIterator<Item = u64>, new: impl IntoIterator<Item = u64>) {
+        for pc in old {
+            self.remove_live(pc);
+        }
+        for pc in new {
+            self.add_live(pc);
+        }
+    }
+
     /// Which probes are attached now; `now_ns` is CLOCK_MONOTONIC after the
     /// last attach or detach took effect. Drain the events first.
     pub fn set_coverage(&mut self, coverage: Coverage, now_ns: u64) {
@@ -383,12 +393,7 @@ impl Aggregator {
         let new_sites = g.sites.clone();
         // Records the mirrored chain does not share date from this event.
         self.lifetimes.chain_read(goid, &new_sites, g.last_event_ns);
-        for pc in old {
-            self.remove_live(pc);
-        }
-        for pc in new_sites {
-            self.add_live(pc);
-        }
+        self.move_live(old, new_sites);
     }
 
     pub fn apply_event(&mut self, event: &Event) {
@@ -572,12 +577,7 @@ impl Aggregator {
                     g.depth_exact = false;
                     let new_sites = g.sites.clone();
                     self.lifetimes.first_chain_read(gm.goid, &new_sites, scan.t_start_ns);
-                    for pc in old {
-                        self.remove_live(pc);
-                    }
-                    for pc in new_sites {
-                        self.add_live(pc);
-                    }
+                    self.move_live(old, new_sites);
                 }
                 continue;
             }
@@ -616,12 +616,7 @@ impl Aggregator {
                 } else {
                     self.lifetimes.chain_read(gm.goid, &new_sites, scan.t_start_ns);
                 }
-                for pc in old {
-                    self.remove_live(pc);
-                }
-                for pc in new_sites {
-                    self.add_live(pc);
-                }
+                self.move_live(old, new_sites);
             }
         }
         // Goroutines that memory no longer shows and that did nothing since
